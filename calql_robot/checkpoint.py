@@ -1,0 +1,269 @@
+"""Atomic checkpoints that load with `torch.load(..., weights_only=True)`, plus RNG state.
+
+Why weights_only: a checkpoint is a pickle, and unpickling runs arbitrary code. Since
+PyTorch 2.6 the default loader only rebuilds tensors and plain containers; we always
+pass `weights_only=True` explicitly and never fall back, so every object stored here
+must be a tensor, a primitive (int incl. 128-bit, float, complex, bool, str, bytes,
+None), `torch.device`/`torch.dtype`/`torch.Size`, or a dict/list/tuple/set of those.
+`check_weights_only_safe` enforces that at save time, naming the offending key, instead
+of failing at resume time hours later. numpy arrays are not allowed (numpy's
+`_reconstruct` global is refused): replay buffers store torch tensors (ARCHITECTURE.md,
+`EpisodeReplayBuffer.state_dict`) and RNG states are encoded below.
+
+Atomicity: `torch.save` goes to a temporary file in the same directory, which is fsynced
+and then `os.replace`d onto the target, so a crash mid-write leaves the previous
+checkpoint intact (SPEC section 7: resume must restore buffers, optimizers, counters and
+RNG state, which only works if the file on disk is whole).
+
+Layout written by `save_run_checkpoint`::
+
+    <ckpt_dir>/latest.pt                 always the newest state
+    <ckpt_dir>/step_000012000.pt         optional numbered copies, `keep_last` newest kept
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LATEST_NAME = "latest.pt"
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+_NDARRAY_TAG = "__ndarray__"
+
+# Leaf types torch's weights_only unpickler rebuilds by default (checked against
+# torch 2.14 in tests/test_checkpoint.py::test_every_allowed_leaf_type_loads_weights_only).
+_SAFE_LEAVES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.device, torch.dtype, torch.Size)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be (safely) loaded; the message names the path."""
+
+
+# --------------------------------------------------------------------------- saving
+def check_weights_only_safe(obj: Any, where: str = "state") -> None:
+    """Raise TypeError naming the key path of the first value `weights_only=True` would
+    refuse, so bad state is caught when saving rather than when resuming."""
+    if isinstance(obj, _SAFE_LEAVES):
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            check_weights_only_safe(key, f"{where}[key {key!r}]")
+            check_weights_only_safe(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        for i, value in enumerate(obj):
+            check_weights_only_safe(value, f"{where}[{i}]")
+        return
+    hint = " (convert with torch.from_numpy / .item())" if type(obj).__module__.startswith("numpy") else ""
+    raise TypeError(
+        f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be loaded with "
+        f"torch.load(weights_only=True){hint}"
+    )
+
+
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """`torch.save(state)` to a temp file beside `path`, fsync, then `os.replace`.
+
+    The previous file at `path` survives any crash before the final rename.
+    """
+    path = Path(path)
+    if not isinstance(state, Mapping):
+        raise TypeError(f"{path}: checkpoint state must be a dict, got {type(state).__name__}")
+    check_weights_only_safe(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """Numbered checkpoints `step_<n>.pt` in `ckpt_dir` as (step, path), oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _STEP_RE.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """`ckpt_dir/latest.pt` if it exists, else the highest numbered one, else None."""
+    latest = Path(ckpt_dir) / LATEST_NAME
+    if latest.is_file():
+        return latest
+    numbered = step_checkpoints(ckpt_dir)
+    return numbered[-1][1] if numbered else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make `dst` hold the bytes of `src` atomically. A hard link costs no space or time
+    (big replay buffers are written once); fall back to a copy where links fail."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_run_checkpoint(ckpt_dir: Path, state: Mapping[str, Any], step: int, keep_last: int = 0) -> Path:
+    """Write `ckpt_dir/latest.pt`; with `keep_last > 0` also `step_<step>.pt`, keeping only
+    the `keep_last` newest numbered files. Returns the path of latest.pt."""
+    if keep_last < 0:
+        raise ValueError(f"keep_last must be >= 0, got {keep_last}")
+    ckpt_dir = Path(ckpt_dir)
+    latest = ckpt_dir / LATEST_NAME
+    if keep_last == 0:
+        save_checkpoint(latest, state)
+        return latest
+    numbered = ckpt_dir / f"step_{int(step):09d}.pt"
+    save_checkpoint(numbered, state)
+    _link_or_copy(numbered, latest)
+    for _, old in step_checkpoints(ckpt_dir)[:-keep_last]:
+        old.unlink()
+    return latest
+
+
+# -------------------------------------------------------------------------- loading
+def _weights_only_detail(err: Exception) -> str:
+    """The line of torch's message that names the refused global, without its advice to
+    set weights_only=False (which is exactly what we will not do)."""
+    for line in str(err).splitlines():
+        if "Unsupported" in line or "WeightsUnpickler error" in line:
+            return line.strip()
+    return str(err).splitlines()[0].strip() if str(err) else type(err).__name__
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Load a checkpoint dict with `weights_only=True`, always.
+
+    Errors name the path: FileNotFoundError when missing; CheckpointError when the file
+    is truncated / not a PyTorch checkpoint, when it holds pickled objects the safe
+    loader refuses (we will not unpickle untrusted data), or when it is not a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path}: corrupted or not a PyTorch checkpoint ({e})") from e
+        raise CheckpointError(
+            f"{path}: refusing to load. The file contains pickled Python objects outside the "
+            f"weights_only allow-list ({_weights_only_detail(e)}). Unpickling them could run "
+            "arbitrary code, and this loader will not unpickle untrusted data; re-save the "
+            "state as tensors and plain containers (see check_weights_only_safe)."
+        ) from e
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"{path}: truncated, corrupted or not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})"
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}")
+    return state
+
+
+# ------------------------------------------------------------------------ RNG state
+def _encode_arrays(obj: Any) -> Any:
+    """numpy arrays inside a bit-generator state -> {"__ndarray__": uint8 tensor of the raw
+    bytes, "dtype", "shape"}: lossless for any dtype (MT19937 keys are uint32, Philox
+    uint64, which torch has no full support for) and loadable with weights_only.
+    Python ints stay ints: PCG64's 128-bit ints survive weights_only (tested)."""
+    if isinstance(obj, np.ndarray):
+        raw = torch.frombuffer(bytearray(np.ascontiguousarray(obj).tobytes()), dtype=torch.uint8)
+        return {_NDARRAY_TAG: raw, "dtype": obj.dtype.str, "shape": list(obj.shape)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _encode_arrays(v) for k, v in obj.items()}
+    return obj
+
+
+def _decode_arrays(obj: Any) -> Any:
+    """Inverse of `_encode_arrays`."""
+    if isinstance(obj, dict) and _NDARRAY_TAG in obj:
+        raw = obj[_NDARRAY_TAG].cpu().numpy().tobytes()
+        return np.frombuffer(raw, dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+    if isinstance(obj, dict):
+        return {k: _decode_arrays(v) for k, v in obj.items()}
+    return obj
+
+
+def capture_rng_state(np_rng: np.random.Generator | None = None) -> dict[str, Any]:
+    """Every RNG a run draws from, in a weights_only-loadable dict: Python `random`, the
+    numpy global RNG, the given numpy Generator (its `bit_generator.state`), torch CPU,
+    and torch CUDA (all devices) when available. SPEC section 7: seeds must cover
+    everything and resume must restore RNG state."""
+    return {
+        "python": random.getstate(),
+        "numpy_global": _encode_arrays(np.random.get_state(legacy=False)),
+        "numpy_generator": None if np_rng is None else _encode_arrays(np_rng.bit_generator.state),
+        "torch_cpu": torch.get_rng_state(),
+        "torch_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def _to_python_random_state(state: Any) -> tuple:
+    """`random.setstate` needs tuples; a checkpoint may hand back lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def _restore_cuda(states: list[torch.Tensor] | None) -> None:
+    """CUDA state is restored when both sides have CUDA; a GPU run resumed on CPU (or on
+    fewer devices) is allowed but warned about, since its draws will differ."""
+    if states is None:
+        return
+    if not torch.cuda.is_available():
+        warnings.warn("checkpoint has CUDA RNG state but CUDA is not available; not restored")
+        return
+    n = min(len(states), torch.cuda.device_count())
+    if n < len(states):
+        warnings.warn(f"checkpoint has CUDA RNG state for {len(states)} devices, restoring {n}")
+    for i in range(n):
+        torch.cuda.set_rng_state(states[i].cpu(), i)
+
+
+def restore_rng_state(state: Mapping[str, Any], np_rng: np.random.Generator | None = None) -> None:
+    """Inverse of `capture_rng_state`; `np_rng` is updated in place."""
+    missing = [k for k in ("python", "numpy_global", "numpy_generator", "torch_cpu") if k not in state]
+    if missing:
+        raise KeyError(f"RNG state is missing keys {missing}; was it made by capture_rng_state?")
+    random.setstate(_to_python_random_state(state["python"]))
+    np.random.set_state(_decode_arrays(state["numpy_global"]))
+    saved_gen = state["numpy_generator"]
+    if (saved_gen is None) != (np_rng is None):
+        raise ValueError(
+            "RNG state and call disagree about the numpy Generator: saved "
+            f"{'none' if saved_gen is None else saved_gen['bit_generator']}, given "
+            f"{'none' if np_rng is None else type(np_rng.bit_generator).__name__}"
+        )
+    if np_rng is not None:
+        if saved_gen["bit_generator"] != type(np_rng.bit_generator).__name__:
+            raise ValueError(
+                f"saved numpy Generator uses {saved_gen['bit_generator']}, the given one "
+                f"{type(np_rng.bit_generator).__name__}; build it with the same bit generator"
+            )
+        np_rng.bit_generator.state = _decode_arrays(saved_gen)
+    torch.set_rng_state(state["torch_cpu"].cpu())
+    _restore_cuda(state.get("torch_cuda"))
