@@ -1,0 +1,198 @@
+"""Cal-QL losses as pure functions of tensors and modules. No optimizer lives here.
+
+Term by term this is `../shared/SPEC.md` section 1, i.e. the official Cal-QL update
+(nakamotoo/Cal-QL `ConservativeSAC.train`, itself JaxCQL's CQL plus one `jnp.maximum`):
+every loss is computed from the same pre-update parameters and reaches only its own
+parameters. The learner sums them and runs ONE backward pass; because the losses touch
+disjoint parameter sets this gives exactly the per-loss gradients of the official code,
+without CORL's extra critic backward (`tests/test_losses.py` checks the isolation).
+
+Shapes: E critics, B states, n CQL actions, k backup actions, A action dims.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from calql_robot.config import LearnerConfig
+from calql_robot.networks import CriticEnsemble, TanhGaussianActor
+
+
+# ---------------------------------------------------------------- elementary terms
+def alpha_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor,
+               target_entropy: float) -> torch.Tensor:
+    """SAC temperature loss `-log_alpha * mean(log_pi + target_entropy)` (log_pi detached)."""
+    return -(log_alpha * (log_pi.detach() + target_entropy)).mean()
+
+
+def policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """`mean(alpha * log_pi - min_i Q_i(s, a~))`; q_new is (E, B), alpha is detached."""
+    return (alpha.detach() * log_pi - q_new.min(dim=0).values).mean()
+
+
+def td_target(rewards: torch.Tensor, dones: torch.Tensor, next_q: torch.Tensor,
+              discount: float, max_backup: bool) -> torch.Tensor:
+    """`y = r + (1 - done) * gamma * V(s')` with no gradient.
+
+    next_q: (E, k, B) target-critic values of k actions sampled from pi(s'). The min over
+    critics is taken first, then (max target backup, Kumar et al. 2020) the max over the k
+    samples; without the max backup k must be 1. No entropy term (backup_entropy=False).
+    """
+    v = next_q.min(dim=0).values  # (k, B)
+    v = v.max(dim=0).values if max_backup else v[0]
+    return (rewards + (1.0 - dones) * discount * v).detach()
+
+
+def bellman_error(q_data: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-critic `mean((Q_i(s,a) - y)^2)` (no 1/2, as JaxCQL's `mse_loss`); returns (E,)."""
+    return (q_data - y.unsqueeze(0)).pow(2).mean(dim=-1)
+
+
+def calql_bound(q_pi: torch.Tensor, mc_returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """THE Cal-QL change to CQL: `Q(s, a_pi) <- max(Q(s, a_pi), G(s, a))`.
+
+    q_pi: (E, n, B) values of policy actions at s; mc_returns: (B,) the Monte-Carlo
+    return-to-go of the data transition. Returns the bounded values and the fraction that
+    lay below the bound before bounding (the "bound rate" the paper logs).
+    """
+    below = (q_pi < mc_returns).float().mean()
+    return torch.maximum(q_pi, mc_returns), below
+
+
+def cql_difference(q_data: torch.Tensor, q_rand: torch.Tensor, q_cur: torch.Tensor,
+                   q_nxt: torch.Tensor, logp_cur: torch.Tensor, logp_nxt: torch.Tensor,
+                   action_dim: int, importance_sample: bool, temp: float,
+                   clip_min: float, clip_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-critic CQL gap `mean(clip(T * logsumexp(cat / T) - Q(s,a), min, max))`, (E,).
+
+    With importance sampling the three n-column sets are corrected by their sampling
+    densities: uniform 0.5^A for random actions, pi(.|s) and pi(.|s') for the policy sets
+    (all evaluated at s), and the data Q is excluded; without it, the uncorrected sets and
+    the data Q enter the logsumexp (JaxCQL `cql_importance_sample`). Returns (diff, ood).
+    """
+    if importance_sample:
+        random_density = action_dim * math.log(0.5)
+        cat = torch.cat([q_rand - random_density, q_nxt - logp_nxt.detach(),
+                         q_cur - logp_cur.detach()], dim=1)
+    else:
+        cat = torch.cat([q_rand, q_data.unsqueeze(1), q_nxt, q_cur], dim=1)
+    ood = temp * torch.logsumexp(cat / temp, dim=1)  # (E, B)
+    diff = (ood - q_data).clamp(min=clip_min, max=clip_max).mean(dim=-1)
+    return diff, ood
+
+
+def cql_penalty(diff: torch.Tensor, weight: float, alpha_prime: torch.Tensor | None,
+                target_action_gap: float) -> torch.Tensor:
+    """Fixed weight: `w * diff_i`; Lagrange: `alpha' * w * (diff_i - gap)`, alpha' detached."""
+    if alpha_prime is None:
+        return weight * diff
+    return alpha_prime.detach() * weight * (diff - target_action_gap)
+
+
+def alpha_prime_loss(alpha_prime: torch.Tensor, diff: torch.Tensor, weight: float,
+                     target_action_gap: float) -> torch.Tensor:
+    """Dual ascent on alpha': `-mean_i(alpha' * w * (diff_i - gap))`, diff detached."""
+    return -(alpha_prime * weight * (diff.detach() - target_action_gap)).mean()
+
+
+def clipped_alpha_prime(log_alpha_prime: torch.Tensor) -> torch.Tensor:
+    """`clip(exp(log_alpha'), 0, 1e6)` as in JaxCQL."""
+    return log_alpha_prime.exp().clamp(0.0, 1e6)
+
+
+# ---------------------------------------------------------------- the whole update
+@dataclass
+class Nets:
+    """Everything the losses read. `encoder` maps observations to features (Identity for
+    state observations); the target critic reads next-state features of the online encoder
+    under no_grad (DrQ-v2's rule; see `calql_robot/learner.py`)."""
+
+    encoder: nn.Module
+    actor: TanhGaussianActor
+    critic: CriticEnsemble
+    target_critic: CriticEnsemble
+    log_alpha: torch.Tensor
+    log_alpha_prime: torch.Tensor
+
+
+@dataclass
+class UpdateSettings:
+    """What changes between the offline and the online phase."""
+
+    cql_weight: float
+    bound: bool  # apply the Cal-QL bound (False gives exactly CQL)
+
+
+def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: UpdateSettings,
+                   augment: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """All Cal-QL losses from one batch and the pre-update parameters.
+
+    Returns (losses, metrics). The four losses reach disjoint parameters: `actor` -> actor,
+    `alpha` -> log_alpha, `critic` -> critics and encoder, `alpha_prime` -> log_alpha'.
+    """
+    obs, next_obs = batch["observations"], batch["next_observations"]
+    if augment is not None:
+        obs, next_obs = augment(obs), augment(next_obs)
+    feat = nets.encoder(obs)  # critic gradient trains the encoder
+    with torch.no_grad():
+        feat_next = nets.encoder(next_obs)
+    feat_d = feat.detach()  # the actor sees detached features (DrQ-v2)
+    actions = batch["actions"].clamp(-cfg.action_clip, cfg.action_clip)
+    batch_size, action_dim = actions.shape
+
+    # actor and temperature
+    pi_s = nets.actor(feat_d)
+    new_actions, log_pi = pi_s.sample()
+    device = actions.device
+    alpha = nets.log_alpha.exp() if cfg.auto_alpha else torch.tensor(cfg.fixed_alpha, device=device)
+    q_new = nets.critic(feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
+    losses = {"actor": policy_loss(log_pi, q_new, alpha)}
+    losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(action_dim))
+                       if cfg.auto_alpha else nets.log_alpha.sum() * 0.0)
+
+    # samples for the backup and the regulariser: no gradient to the actor
+    n = cfg.cql_n_actions
+    with torch.no_grad():
+        pi_next = nets.actor(feat_next)
+        a_cur, logp_cur = pi_s.detached().sample(n)
+        a_nxt, logp_nxt = pi_next.sample(n)
+        k = cfg.backup_k if cfg.max_target_backup else 1
+        a_backup, _ = pi_next.sample(k)
+        next_q = nets.target_critic(feat_next, a_backup)
+        y = td_target(batch["rewards"], batch["dones"], next_q, cfg.discount, cfg.max_target_backup)
+        a_rand = torch.empty(n, batch_size, action_dim, device=device).uniform_(-1.0, 1.0)
+
+    # one critic pass over [data, random, current, next] actions, all at s
+    q_all = nets.critic(feat, torch.cat([actions.unsqueeze(0), a_rand, a_cur, a_nxt], dim=0))
+    q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n]
+    q_cur, q_nxt = q_all[:, 1 + n:1 + 2 * n], q_all[:, 1 + 2 * n:]
+    bound_rate = torch.zeros((), device=device)
+    if settings.bound:
+        mc = batch["mc_returns"]
+        q_cur, below_cur = calql_bound(q_cur, mc)
+        q_nxt, below_nxt = calql_bound(q_nxt, mc)
+        bound_rate = 0.5 * (below_cur + below_nxt)
+    diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, logp_cur, logp_nxt, action_dim,
+                               cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
+    bellman = bellman_error(q_data, y)
+    alpha_prime = clipped_alpha_prime(nets.log_alpha_prime) if cfg.lagrange else None
+    cql = cql_penalty(diff, settings.cql_weight, alpha_prime, cfg.target_action_gap)
+    losses["critic"] = (bellman + cql).sum()
+    losses["alpha_prime"] = (alpha_prime_loss(alpha_prime, diff, settings.cql_weight, cfg.target_action_gap)
+                             if alpha_prime is not None else nets.log_alpha_prime.sum() * 0.0)
+
+    metrics = {
+        "critic_loss": losses["critic"] / q_all.shape[0], "actor_loss": losses["actor"],
+        "alpha_loss": losses["alpha"], "alpha_prime_loss": losses["alpha_prime"],
+        "bellman_loss": bellman.mean(), "cql_diff": diff.mean(), "cql_ood": ood.mean(),
+        "alpha": alpha.detach(), "alpha_prime": alpha_prime.detach() if alpha_prime is not None
+        else torch.zeros((), device=device), "log_pi": log_pi.detach().mean(), "q_data": q_data.detach().mean(),
+        "q_rand": q_rand.detach().mean(), "q_cur": q_all[:, 1 + n:1 + 2 * n].detach().mean(),
+        "q_next": q_all[:, 1 + 2 * n:].detach().mean(), "target_q": y.mean(),
+        "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(),
+    }
+    return losses, metrics

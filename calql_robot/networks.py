@@ -1,0 +1,164 @@
+"""Networks of the Cal-QL learner: a vectorised critic ensemble and a tanh-Gaussian actor.
+
+Both follow the official JaxCQL / Cal-QL code (nakamotoo/Cal-QL, `model.py`): ReLU MLPs
+without layer norm, orthogonal initialisation (hidden gain sqrt(2), output gain 1e-2, zero
+biases), and an actor whose log-std is `m * log_std + b` with learnable scalars m and b.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+
+def _orthogonal_stack(num: int, fan_in: int, fan_out: int, gain: float) -> torch.Tensor:
+    """`num` independent orthogonal matrices of shape (fan_in, fan_out)."""
+    weight = torch.empty(num, fan_out, fan_in)
+    for member in weight:  # num is the ensemble size (2): a loop over members, not samples
+        nn.init.orthogonal_(member, gain=gain)
+    return weight.transpose(1, 2).contiguous()
+
+
+class EnsembleMLP(nn.Module):
+    """`num` independent MLPs evaluated as one batched matmul per layer.
+
+    Weights are stacked to (num, fan_in, fan_out), so a layer is one `baddbmm` over all
+    members (rlpd / jaxrl_m's vmapped ensembles). With `orthogonal_init` the hidden layers
+    use gain sqrt(2) and the output layer gain 1e-2 (JaxCQL `FullyConnectedNetwork`);
+    otherwise PyTorch's default `nn.Linear` initialisation is reproduced per member.
+    """
+
+    def __init__(self, num: int, in_dim: int, hidden: tuple[int, ...], out_dim: int,
+                 orthogonal_init: bool = True) -> None:
+        super().__init__()
+        sizes = [in_dim, *hidden, out_dim]
+        self.num = num
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            is_output = i == len(sizes) - 2
+            weight, bias = _init_layer(num, fan_in, fan_out, is_output, orthogonal_init)
+            self.weights.append(nn.Parameter(weight))
+            self.biases.append(nn.Parameter(bias))
+
+    def parameters_list(self, detach: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(weight, bias) per layer; detached copies share storage but carry no gradient."""
+        pairs = list(zip(self.weights, self.biases))
+        if detach:
+            return [(w.detach(), b.detach()) for w, b in pairs]
+        return pairs
+
+
+def _init_layer(num: int, fan_in: int, fan_out: int, is_output: bool,
+                orthogonal_init: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    if orthogonal_init:
+        gain = 1e-2 if is_output else math.sqrt(2.0)
+        return _orthogonal_stack(num, fan_in, fan_out, gain), torch.zeros(num, 1, fan_out)
+    bound = 1.0 / math.sqrt(fan_in)
+    weight = torch.empty(num, fan_in, fan_out).uniform_(-bound, bound)
+    return weight, torch.empty(num, 1, fan_out).uniform_(-bound, bound)
+
+
+class CriticEnsemble(EnsembleMLP):
+    """Q_1..Q_E(s, a) on concat[s, a], all members and all action sets in one pass.
+
+    `forward(obs (B, F), actions (M, B, A)) -> (E, M, B)`: the first layer is split into its
+    state and action blocks, `concat[s, a] @ W = s @ W_s + a @ W_a`, so the state block is
+    computed once per state instead of once per (state, action) row. This is exact; it only
+    avoids repeating s for the 1 + 3n action sets of the CQL regulariser.
+    """
+
+    def __init__(self, num: int, obs_dim: int, action_dim: int, hidden: tuple[int, ...],
+                 orthogonal_init: bool = True) -> None:
+        super().__init__(num, obs_dim + action_dim, hidden, 1, orthogonal_init)
+        self.obs_dim = obs_dim
+        self.action_dim = action_dim
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor,
+                detach_params: bool = False) -> torch.Tensor:
+        params = self.parameters_list(detach=detach_params)
+        m, b, _ = actions.shape
+        w0, b0 = params[0]
+        h_obs = torch.matmul(obs, w0[:, : self.obs_dim])  # (E, B, H)
+        h_act = torch.matmul(actions.reshape(m * b, -1), w0[:, self.obs_dim:])  # (E, M*B, H)
+        h = h_act.view(self.num, m, b, -1) + (h_obs + b0).unsqueeze(1)
+        h = F.relu(h).view(self.num, m * b, -1)
+        for i, (w, bias) in enumerate(params[1:], start=1):
+            h = torch.baddbmm(bias, h, w)
+            if i < len(params) - 1:
+                h = F.relu(h)
+        return h.view(self.num, m, b)
+
+
+@dataclass
+class PolicyOutput:
+    """Parameters of the tanh-squashed diagonal Gaussian pi(.|s)."""
+
+    mean: torch.Tensor  # (B, A) pre-tanh mean
+    log_std: torch.Tensor  # (B, A) after the affine transform and the clip
+
+    def sample(self, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised samples and their log-densities (tanh correction included).
+
+        `n=None` gives (B, A) and (B,); otherwise (n, B, A) and (n, B).
+        """
+        shape = self.mean.shape if n is None else (n, *self.mean.shape)
+        eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        std = self.log_std.exp()
+        pre_tanh = self.mean + std * eps
+        log_prob = gaussian_log_prob(eps, self.log_std) - tanh_log_det(pre_tanh)
+        return torch.tanh(pre_tanh), log_prob.sum(-1)
+
+    def detached(self) -> "PolicyOutput":
+        """The same distribution cut from the actor's graph (for the regulariser's samples)."""
+        return PolicyOutput(self.mean.detach(), self.log_std.detach())
+
+    def deterministic(self) -> torch.Tensor:
+        """Evaluation action tanh(mean) (JaxCQL `TanhGaussianPolicy(deterministic=True)`)."""
+        return torch.tanh(self.mean)
+
+
+def gaussian_log_prob(eps: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mu, sigma) written in terms of eps = (x - mu) / sigma."""
+    return -0.5 * eps.pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)
+
+
+def tanh_log_det(pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log |d tanh(x)/dx| = log(1 - tanh(x)^2), in the stable form distrax/TFP use:
+    2 * (log 2 - x - softplus(-2x))."""
+    return 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
+
+
+class TanhGaussianActor(nn.Module):
+    """MLP -> (mean, log_std); `log_std = m * log_std + b`, clipped to [-20, 2].
+
+    The learnable scalars m (init `log_std_multiplier`, 1.0) and b (init `log_std_offset`,
+    -1.0) are JaxCQL's `Scalar` modules in `TanhGaussianPolicy`.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...],
+                 orthogonal_init: bool = True, log_std_multiplier: float = 1.0,
+                 log_std_offset: float = -1.0) -> None:
+        super().__init__()
+        self.mlp = EnsembleMLP(1, obs_dim, hidden, 2 * action_dim, orthogonal_init)
+        self.log_std_multiplier = nn.Parameter(torch.tensor(float(log_std_multiplier)))
+        self.log_std_offset = nn.Parameter(torch.tensor(float(log_std_offset)))
+        self.action_dim = action_dim
+
+    def forward(self, obs: torch.Tensor) -> PolicyOutput:
+        h = obs
+        params = self.mlp.parameters_list()
+        for i, (w, b) in enumerate(params):
+            h = torch.addmm(b[0], h, w[0])
+            if i < len(params) - 1:
+                h = F.relu(h)
+        mean, log_std = h.split(self.action_dim, dim=-1)
+        log_std = self.log_std_multiplier * log_std + self.log_std_offset
+        return PolicyOutput(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))

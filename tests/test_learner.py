@@ -1,0 +1,172 @@
+"""Learner behaviour: gradient isolation, every parameter moves, targets, resume, bad input."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from calql_robot.config import LearnerConfig
+from calql_robot.learner import CalQLLearner, NonFiniteLossError, batch_to_torch
+from calql_robot.losses import compute_losses
+from tests.test_losses import ACT, B, OBS, make_batch, small_cfg
+
+FEAT = 4
+
+
+def learner_with_encoder(**kw) -> CalQLLearner:
+    torch.manual_seed(0)
+    encoder = nn.Sequential(nn.Linear(OBS, FEAT), nn.Tanh())
+    return CalQLLearner(small_cfg(lagrange=True, **kw), FEAT, ACT, encoder=encoder)
+
+
+def param_groups(learner: CalQLLearner) -> dict[str, list[torch.Tensor]]:
+    return {"actor": list(learner.actor.parameters()), "critic": list(learner.critic.parameters()),
+            "encoder": list(learner.encoder.parameters()), "log_alpha": [learner.log_alpha],
+            "log_alpha_prime": [learner.log_alpha_prime],
+            "target_critic": list(learner.target_critic.parameters())}
+
+
+OWNERS = {"actor": {"actor"}, "critic": {"critic", "encoder"}, "alpha": {"log_alpha"},
+          "alpha_prime": {"log_alpha_prime"}}
+
+
+@pytest.mark.parametrize("loss_name", sorted(OWNERS))
+def test_each_loss_reaches_only_its_own_parameters(loss_name: str) -> None:
+    learner = learner_with_encoder()
+    with torch.no_grad():
+        learner.log_alpha.fill_(-0.5)  # so the alpha loss has a non-zero gradient
+    batch = batch_to_torch(make_batch(), learner.device)
+    losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
+    groups = param_groups(learner)
+    every = [p for ps in groups.values() for p in ps if p.requires_grad]
+    grads = torch.autograd.grad(losses[loss_name], every, allow_unused=True)
+    by_id = {id(p): g for p, g in zip(every, grads)}
+    for group, params in groups.items():
+        touched = any(by_id.get(id(p)) is not None and by_id[id(p)].abs().sum() > 0 for p in params)
+        assert touched == (group in OWNERS[loss_name]), (loss_name, group)
+
+
+def test_every_parameter_changes_after_one_update() -> None:
+    learner = learner_with_encoder()
+    before = {name: [p.detach().clone() for p in ps] for name, ps in param_groups(learner).items()}
+    learner.update(make_batch())
+    for name, params in param_groups(learner).items():
+        for i, (old, new) in enumerate(zip(before[name], params)):
+            assert not torch.equal(old, new.detach()), f"{name}[{i}] did not change"
+
+
+def test_target_is_polyak_average_after_update() -> None:
+    learner = learner_with_encoder()
+    target0 = [p.detach().clone() for p in learner.target_critic.parameters()]
+    learner.update(make_batch())
+    tau = learner.cfg.tau
+    for t0, t1, online in zip(target0, learner.target_critic.parameters(), learner.critic.parameters()):
+        torch.testing.assert_close(t1, tau * online.detach() + (1 - tau) * t0)
+
+
+def test_update_equals_separate_per_loss_steps() -> None:
+    """One summed backward == the official per-loss gradients (same pre-update params)."""
+    fused = learner_with_encoder()
+    ref = learner_with_encoder()
+    ref.load_state_dict(fused.state_dict())
+    batch = make_batch()
+    torch.manual_seed(11)
+    fused.update(batch)
+    torch.manual_seed(11)
+    tb = batch_to_torch(batch, ref.device)
+    losses, _ = compute_losses(tb, ref.nets(), ref.cfg, ref.settings())
+    params = {"actor": list(ref.actor.parameters()),
+              "critic": list(ref.critic.parameters()) + list(ref.encoder.parameters()),
+              "alpha": [ref.log_alpha], "alpha_prime": [ref.log_alpha_prime]}
+    grads = {k: torch.autograd.grad(losses[k], params[k], retain_graph=True, allow_unused=True)
+             for k in params}
+    for k, opt in ref.optimizers.items():
+        for p, g in zip(params[k], grads[k]):
+            p.grad = torch.zeros_like(p) if g is None else g
+        opt.step()
+    for a, b in zip(fused.actor.parameters(), ref.actor.parameters()):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(list(fused.critic.parameters()) + list(fused.encoder.parameters()),
+                    list(ref.critic.parameters()) + list(ref.encoder.parameters())):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(fused.log_alpha, ref.log_alpha)
+    torch.testing.assert_close(fused.log_alpha_prime, ref.log_alpha_prime)
+
+
+def test_resume_equivalence_through_weights_only_checkpoint() -> None:
+    """K updates + save + load (weights_only) + K updates == 2K updates, bit for bit."""
+    batches = [make_batch(seed) for seed in range(6)]
+    straight = learner_with_encoder()
+    torch.manual_seed(3)
+    for b in batches:
+        straight.update(b)
+
+    first = learner_with_encoder()
+    torch.manual_seed(3)
+    for b in batches[:3]:
+        first.update(b)
+    buf = io.BytesIO()
+    torch.save({"learner": first.state_dict(), "rng": torch.get_rng_state()}, buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    resumed = learner_with_encoder()
+    torch.manual_seed(999)  # a different RNG state, restored from the checkpoint below
+    resumed.load_state_dict(state["learner"])
+    torch.set_rng_state(state["rng"])
+    for b in batches[3:]:
+        resumed.update(b)
+    for a, b in zip(straight.state_dict()["critic"].values(), resumed.state_dict()["critic"].values()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.actor.parameters(), resumed.actor.parameters()):
+        assert torch.equal(a, b)
+    assert resumed.num_updates == straight.num_updates == 6
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("rewards", np.full(B, np.nan, np.float32), "non-finite"),
+    ("actions", np.zeros((B, ACT + 1), np.float32), "actions"),
+    ("dones", np.zeros((B, 2), np.float32), "dones"),
+])
+def test_malformed_batch_is_rejected_by_name(key: str, value: np.ndarray, match: str) -> None:
+    learner = learner_with_encoder()
+    with pytest.raises(ValueError, match=match):
+        learner.update(dict(make_batch(), **{key: value}))
+
+
+def test_missing_key_is_named() -> None:
+    learner = learner_with_encoder()
+    batch = make_batch()
+    del batch["mc_returns"]
+    with pytest.raises(KeyError, match="mc_returns"):
+        learner.update(batch)
+
+
+def test_non_finite_loss_stops_before_any_parameter_changes() -> None:
+    learner = learner_with_encoder()
+    with torch.no_grad():
+        learner.critic.weights[-1].fill_(float("inf"))
+    before = [p.detach().clone() for p in learner.actor.parameters()]
+    with pytest.raises(NonFiniteLossError):
+        learner.update(make_batch())
+    for old, new in zip(before, learner.actor.parameters()):
+        assert torch.equal(old, new)
+
+
+@pytest.mark.parametrize("field,value", [("discount", 1.5), ("tau", 0.0), ("cql_n_actions", 0)])
+def test_bad_config_is_rejected_by_name(field: str, value) -> None:
+    with pytest.raises(ValueError, match=field):
+        CalQLLearner(LearnerConfig(**{field: value}), OBS, ACT)
+
+
+def test_act_shapes_and_bounds() -> None:
+    learner = CalQLLearner(small_cfg(), OBS, ACT)
+    obs = make_batch()["observations"]
+    single = learner.act(obs[0], deterministic=True)
+    many = learner.act(obs, deterministic=False)
+    assert single.shape == (ACT,) and many.shape == (B, ACT)
+    assert np.all(np.abs(many) <= 1.0)
+    np.testing.assert_allclose(learner.act(obs[0], True), single)
