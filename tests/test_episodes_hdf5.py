@@ -102,7 +102,8 @@ def test_layout_frames_once_and_image_chunks(good_file: Path, episodes: list[dic
     with h5py.File(good_file) as f:
         image = f["observations/image"]
         assert image.shape == (steps + len(episodes), 16, 16, 3)
-        assert image.chunks == (64, 16, 16, 3) and image.compression == "lzf"
+        assert image.chunks == (64, 16, 16, 3) and image.compression == "gzip"
+        assert image.compression_opts == 1
         assert f["actions"].shape == (steps, 7) and f["actions"].compression is None
         np.testing.assert_array_equal(f["episodes/step_start"][...],
                                       np.cumsum([0] + [len(e["rewards"]) for e in episodes])[:-1])
