@@ -1,0 +1,154 @@
+"""Learning curves from a run's metrics.jsonl (written by `calql_robot.runlog`).
+
+One subplot per metric, x = gradient/env step as logged, offline rows and online rows
+in different colours, and a vertical dashed line at the offline->online switch (the
+step of the first row with phase "online"), the picture of the paper's Fig. 1 / 6: does
+fine-tuning start from the pre-trained level, dip ("unlearning"), or climb?
+
+Rendering uses `matplotlib.figure.Figure` directly: it draws with the Agg canvas and
+never touches pyplot's global state or the process-wide backend, so calling this from a
+training loop (or a test) cannot open windows or leak figures.
+
+Usage from the shell::
+
+    python -m calql_robot.plots runs/<run>/metrics.jsonl runs/<run>/curves.png
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from calql_robot.runlog import read_metrics
+
+# Evaluation first (SPEC section 3 reports success rate, return, kitchen score, regret),
+# then the losses and Cal-QL diagnostics (SPEC section 1: the "bound rate").
+DEFAULT_KEYS = (
+    "eval/success_rate",
+    "eval/return",
+    "eval/kitchen_score",
+    "online/cumulative_regret",
+    "train/critic_loss",
+    "train/actor_loss",
+    "train/cql_loss",
+    "train/q_data_mean",
+    "train/q_policy_mean",
+    "train/bound_rate",
+    "train/alpha",
+    "train/cql_alpha",
+)
+PHASE_COLOURS = {"offline": "tab:blue", "online": "tab:orange"}
+OTHER_COLOUR = "tab:gray"
+MAX_COLS = 3
+
+
+def switch_step(rows: Sequence[dict[str, Any]]) -> int | None:
+    """Step of the first online row (the offline->online switch), or None if offline only."""
+    return next((int(r["step"]) for r in rows if r.get("phase") == "online"), None)
+
+
+def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, values, phases) of the rows that carry a numeric `key`. Rows are sparse (an
+    eval row has no losses), so each key keeps only its own rows; NaN/inf stay in and
+    show as gaps, which is the honest picture of a diverged value."""
+    hits = [r for r in rows if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    steps = np.array([r["step"] for r in hits], dtype=np.int64)
+    values = np.array([r[key] for r in hits], dtype=np.float64)
+    phases = np.array([str(r.get("phase", "")) for r in hits], dtype=object)
+    return steps, values, phases
+
+
+def _resolve_keys(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None, path: Path) -> list[str]:
+    """Keys that exist in the file; missing requested keys are skipped with a warning,
+    and having nothing left to draw is an error that lists what the file does hold."""
+    present = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in ("step", "time")}
+    wanted = list(DEFAULT_KEYS) if keys is None else list(keys)
+    missing = [k for k in wanted if k not in present]
+    chosen = [k for k in wanted if k in present]
+    if not chosen:
+        raise ValueError(f"{path}: none of the metrics {wanted} are in the file; it has {sorted(present)}")
+    if keys is not None and missing:
+        warnings.warn(f"{path}: skipping metrics not in the file: {missing}")
+    return chosen
+
+
+def _draw_key(ax: Any, rows: Sequence[dict[str, Any]], key: str, switch: int | None) -> None:
+    """One subplot: a line per phase, markers when points are sparse (evaluations)."""
+    steps, values, phases = series(rows, key)
+    marker = "o" if len(steps) <= 50 else None
+    for phase in dict.fromkeys(phases.tolist()):  # phases in order of appearance
+        sel = phases == phase
+        ax.plot(steps[sel], values[sel], marker=marker, markersize=3, linewidth=1.2,
+                color=PHASE_COLOURS.get(phase, OTHER_COLOUR), label=phase)
+    if switch is not None:
+        ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7)
+    ax.set_title(key, fontsize=9)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+
+
+def learning_curve_figure(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str = "") -> Figure:
+    """The figure itself (one subplot per key, in `keys` order); split out so callers and
+    tests can inspect or restyle it before saving."""
+    switch = switch_step(rows)
+    ncols = min(MAX_COLS, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig = Figure(figsize=(4.0 * ncols, 2.8 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, key in zip(axes, keys):
+        _draw_key(ax, rows, key, switch)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    phases = dict.fromkeys(str(r.get("phase", "")) for r in rows)  # all phases, in order
+    handles = [Line2D([], [], color=PHASE_COLOURS.get(p, OTHER_COLOUR), label=p) for p in phases]
+    handles += [Line2D([], [], color="black", linestyle="--", label="online switch")] if switch is not None else []
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
+    fig.suptitle(title + ("" if switch is None else f"  (online from step {switch})"), fontsize=10)
+    return fig
+
+
+def plot_learning_curves(metrics_path: Path, out_path: Path, keys: list[str] | None = None) -> Path:
+    """Draw the learning curves of `metrics_path` into the PNG `out_path` (atomically).
+
+    keys=None plots whichever of DEFAULT_KEYS exist. Raises ValueError for a file with no
+    rows or with none of the keys; FileNotFoundError (naming it) for a missing file.
+    """
+    metrics_path, out_path = Path(metrics_path), Path(out_path)
+    if out_path.suffix.lower() != ".png":
+        raise ValueError(f"out_path must end in .png, got {out_path}")
+    rows = read_metrics(metrics_path)
+    if not rows:
+        raise ValueError(f"{metrics_path}: no metric rows to plot (empty file)")
+    fig = learning_curve_figure(rows, _resolve_keys(rows, keys, metrics_path), metrics_path.parent.name)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, out_path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: `python -m calql_robot.plots METRICS.jsonl OUT.png [--keys k1 k2 ...]`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("metrics", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--keys", nargs="+", default=None)
+    args = parser.parse_args(argv)
+    print(plot_learning_curves(args.metrics, args.out, args.keys))
+
+
+if __name__ == "__main__":
+    main()
