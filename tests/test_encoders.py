@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from encoders import KINDS, ConvTrunk, ImageStateEncoder, RandomShift, random_shift
+from encoders.augment import shift_by_offsets
 from encoders.resnet import ResNet18Trunk, SpatialLearnedEmbeddings
 
 STATE_DIM, TASK_DIM, LATENT = 7, 4, 50
@@ -260,6 +261,19 @@ def test_random_shift_offsets_cover_exactly_zero_to_two_pad() -> None:
     assert rows == cols == set(range(2 * pad + 1))  # both extremes reached, nothing outside
     pairs = [o[0] for o in offsets]
     assert len(set(pairs)) > (2 * pad + 1)  # rows and cols drawn independently
+
+
+def test_shift_by_offsets_matches_reference_crop_at_every_offset() -> None:
+    pad = 2
+    images = torch.randint(0, 256, (9, 6, 7, 3), dtype=torch.uint8).permute(0, 2, 1, 3)  # non-contiguous (B,7,6,3)
+    every_offset = torch.cartesian_prod(torch.arange(2 * pad + 1), torch.arange(2 * pad + 1))  # (25, 2)
+    for k in range(0, len(every_offset), 9):  # 9 samples at a time
+        offsets = every_offset[k : k + 9]
+        out = shift_by_offsets(images[: len(offsets)], offsets, pad)
+        ref = reference_crops(images[: len(offsets)], pad)
+        expected = ref[torch.arange(len(offsets)), offsets[:, 0], offsets[:, 1]]
+        assert torch.equal(out, expected)
+    assert random_shift(images[:0], pad).shape == (0, 7, 6, 3)  # empty batch is fine
 
 
 def test_random_shift_pad_zero_identity_and_generator_determinism() -> None:
