@@ -1,0 +1,25 @@
+"""Collect the PTR-style pick-and-place pre-training dataset (scripted, noisy, many tasks).
+
+    python collect_data.py --episodes-per-task 100 --output datasets/pickplace_64px.hdf5
+
+Every option is documented by `python collect_data.py --help`; the logic (task split,
+collection, caching, file attributes) lives in calql_robot/datasets.py.
+"""
+from __future__ import annotations
+
+import tyro
+
+from calql_robot.datasets import PickPlaceDataConfig, find_or_create_dataset, format_success_table
+from data.episodes_hdf5 import validate
+
+
+def main(cfg: PickPlaceDataConfig) -> None:
+    path = find_or_create_dataset(cfg)
+    attrs = validate(path)
+    print(f"{path}: {attrs['num_episodes']} episodes, {attrs['num_steps']} steps, "
+          f"held-out task {tuple(attrs['split']['held_out_task'])}")
+    print(format_success_table(attrs["success_stats"]))
+
+
+if __name__ == "__main__":
+    main(tyro.cli(PickPlaceDataConfig))

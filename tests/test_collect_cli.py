@@ -1,0 +1,92 @@
+"""collect_data.py and calql_robot/datasets.py: the task split, --help, a tiny real collection."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calql_robot.datasets import (PickPlaceDataConfig, collection_config, format_success_table,
+                                  pretraining_tasks)
+from data.episodes_hdf5 import read_episodes, validate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "collect_data.py", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_default_split_holds_out_one_task() -> None:
+    tasks = pretraining_tasks(PickPlaceDataConfig())
+    assert len(tasks) == 24 and (0, 1) not in tasks and len(set(tasks)) == 24
+    assert (0, 0) in tasks and (4, 4) in tasks
+
+
+def test_split_options() -> None:
+    no_target = pretraining_tasks(PickPlaceDataConfig(held_out_task=(2, 3),
+                                                      exclude_held_out_target=True))
+    assert len(no_target) == 20 and all(t != 2 for t, _ in no_target)
+    assert pretraining_tasks(PickPlaceDataConfig(num_tasks=3)) == [(0, 0), (0, 2), (0, 3)]
+    with pytest.raises(ValueError, match="outside 0..4"):
+        pretraining_tasks(PickPlaceDataConfig(held_out_task=(5, 0)))
+    with pytest.raises(ValueError, match="num_tasks"):
+        PickPlaceDataConfig(num_tasks=0)
+
+
+def test_collection_config_ignores_output_and_workers() -> None:
+    a = collection_config(PickPlaceDataConfig(output="a.hdf5", workers=1))
+    b = collection_config(PickPlaceDataConfig(output="b.hdf5", workers=2, force=True))
+    assert a == b and "output" not in a and a["tasks"][0] == [0, 0]
+    assert collection_config(PickPlaceDataConfig(noise=0.2)) != a
+
+
+def test_success_table() -> None:
+    stats = {"episodes": 4, "success_rate": 0.75, "mean_length": 30.0, "per_task": [
+        {"task": [0, 0], "episodes": 2, "success_rate": 0.5, "mean_length": 35.0},
+        {"task": [1, 2], "episodes": 2, "success_rate": 1.0, "mean_length": 25.0}]}
+    lines = format_success_table(stats).splitlines()
+    assert len(lines) == 4 and "(1, 2)" in lines[2] and "100.0%" in lines[2]
+    assert lines[3].split()[:3] == ["all", "4", "75.0%"]
+
+
+def test_help_documents_every_option() -> None:
+    out = run_cli("--help")
+    assert out.returncode == 0, out.stderr
+    for field in dataclasses.fields(PickPlaceDataConfig):
+        assert f"--{field.name.replace('_', '-')}" in out.stdout, field.name
+    assert "fine-tuning task" in out.stdout
+
+
+@pytest.mark.smoke
+def test_tiny_collection_writes_valid_file_and_is_reused(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.hdf5"
+    args = ("--num-tasks", "2", "--episodes-per-task", "2", "--image-size", "32",
+            "--workers", "1", "--seed", "3", "--output", str(path))
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr
+    attrs = validate(path)
+    data = read_episodes(path)
+    assert data.num_episodes == 4
+    assert [tuple(t) for t in data.task] == [(0, 0), (0, 0), (0, 2), (0, 2)]
+    assert data.observations["image"].shape[1:] == (32, 32, 3)
+    assert data.observations["image"].dtype == np.uint8
+    assert data.observations["state"].shape[1:] == (10,)
+    assert np.all(data.length <= 40) and np.all(data.terminals | data.timeouts
+                                                 == np.isin(np.arange(data.num_steps),
+                                                            data.step_start + data.length - 1))
+    assert attrs["env_config"]["env_id"] == "PickPlace-v0"
+    assert attrs["env_config"]["image_size"] == 32
+    assert attrs["collection_config"]["tasks"] == [[0, 0], [0, 2]]
+    assert attrs["split"]["held_out_task"] == [0, 1]
+    assert "(0, 2)" in out.stdout and "all" in out.stdout
+    mtime = path.stat().st_mtime_ns
+    again = run_cli(*args)
+    assert again.returncode == 0 and "Reusing" in again.stdout, again.stdout + again.stderr
+    assert path.stat().st_mtime_ns == mtime
