@@ -30,7 +30,8 @@ from matplotlib.lines import Line2D
 from calql_robot.runlog import read_metrics
 
 # Evaluation first (SPEC section 3 reports success rate, return, kitchen score, regret),
-# then the losses and Cal-QL diagnostics (SPEC section 1: the "bound rate").
+# then the losses and Cal-QL diagnostics (SPEC section 1: the "bound rate"). The train/
+# names are the learner's `update()` metric names (calql_robot/losses.py) under "train/".
 DEFAULT_KEYS = (
     "eval/success_rate",
     "eval/return",
@@ -38,12 +39,13 @@ DEFAULT_KEYS = (
     "online/cumulative_regret",
     "train/critic_loss",
     "train/actor_loss",
-    "train/cql_loss",
+    "train/bellman_loss",
+    "train/cql_diff",
+    "train/q_data",
     "train/q_data_mean",
-    "train/q_policy_mean",
     "train/bound_rate",
     "train/alpha",
-    "train/cql_alpha",
+    "train/alpha_prime",
 )
 PHASE_COLOURS = {"offline": "tab:blue", "online": "tab:orange"}
 OTHER_COLOUR = "tab:gray"

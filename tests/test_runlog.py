@@ -165,3 +165,9 @@ def test_wandb_offline_needs_no_account(tmp_path: Path, monkeypatch: pytest.Monk
     assert len(offline_runs) == 1
     run_id = (tmp_path / "run" / "wandb_id.txt").read_text().strip()
     assert offline_runs[0].name.endswith(run_id)
+    # A resumed run reuses the stored id, so wandb continues the same run.
+    with RunLogger(tmp_path / "run", {"lr": 1e-3}, wandb_mode="offline", resume=True) as logger:
+        logger.truncate_after(5)
+        logger.log({"train/critic_loss": 0.5}, 6, "online")
+    assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() == run_id
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / METRICS_FILE)] == [5, 6]
