@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calql_robot.datasets import (PickPlaceDataConfig, collection_config, format_success_table,
-                                  pretraining_tasks)
+from calql_robot.datasets import (PickPlaceDataConfig, _mismatch, collection_config,
+                                  format_success_table, pretraining_tasks)
 from data.episodes_hdf5 import read_episodes, validate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,3 +90,8 @@ def test_tiny_collection_writes_valid_file_and_is_reused(tmp_path: Path) -> None
     again = run_cli(*args)
     assert again.returncode == 0 and "Reusing" in again.stdout, again.stdout + again.stderr
     assert path.stat().st_mtime_ns == mtime
+    same = PickPlaceDataConfig(num_tasks=2, episodes_per_task=2, image_size=32, seed=3,
+                               output=str(path))
+    assert _mismatch(path, same) is None
+    assert "['noise']" in _mismatch(path, dataclasses.replace(same, noise=0.3))
+    assert "episodes_per_task" in _mismatch(path, dataclasses.replace(same, episodes_per_task=3))
