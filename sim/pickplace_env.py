@@ -77,7 +77,7 @@ class PickPlaceEnv(gym.Env):
         self.client = p.connect(p.DIRECT)
         # Fixed camera, computed once: in front of the table looking back at the arm.
         self._view = p.computeViewMatrixFromYawPitchRoll(
-            [0.42, 0.0, 0.02], 0.62, 90.0, -42.0, 0.0, 2, physicsClientId=self.client)
+            [0.4, 0.0, 0.06], 0.7, 90.0, -40.0, 0.0, 2, physicsClientId=self.client)
         self._proj = p.computeProjectionMatrixFOV(52.0, 1.0, 0.05, 3.0,
                                                   physicsClientId=self.client)
         self.arm: Arm | None = None
