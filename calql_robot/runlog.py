@@ -291,7 +291,7 @@ class RunLogger:
         self._file.write(encode_row(metrics, step, phase, time.time()) + "\n")
         self._file.flush()
         if self._wandb_run is not None:
-            self._wandb_run.log({**{k: _scalar(k, v) for k, v in metrics.items()}}, step=int(step))
+            self._wandb_run.log({k: _scalar(k, v) for k, v in metrics.items()}, step=int(step))
 
     def truncate_after(self, step: int) -> int:
         """Drop rows with `row["step"] > step` (atomically) and return how many were dropped.
