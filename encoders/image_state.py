@@ -102,19 +102,22 @@ class ImageStateEncoder(nn.Module):
             return nn.Flatten(1)
         from encoders.resnet import SpatialLearnedEmbeddings
 
-        _, ch, fh, fw = self._trunk_output_shape()
+        _, ch, fh, fw = self.trunk_output_shape()
         return SpatialLearnedEmbeddings(ch, fh, fw, spatial_features)
 
     @torch.no_grad()
-    def _trunk_output_shape(self) -> tuple[int, ...]:
+    def trunk_output_shape(self) -> tuple[int, ...]:
+        """Shape `(1, C', H', W')` of the trunk's feature map for one frame (dummy forward)."""
+        return tuple(self.trunk(self._dummy_input()).shape)
+
+    def _dummy_input(self) -> torch.Tensor:
         h, w, c = self.image_shape
-        return tuple(self.trunk(torch.zeros(1, c, h, w)).shape)
+        return torch.zeros(1, c, h, w, device=next(self.trunk.parameters()).device)
 
     @torch.no_grad()
     def _flat_dim(self) -> int:
         """Size of the pooled trunk output, from one dummy forward (works for any H, W)."""
-        h, w, c = self.image_shape
-        return int(self.pool(self.trunk(torch.zeros(1, c, h, w))).shape[1])
+        return int(self.pool(self.trunk(self._dummy_input())).shape[1])
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 `(B,H,W,C)` -> latent `(B, latent_dim)` in [-1, 1]."""

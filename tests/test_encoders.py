@@ -62,7 +62,7 @@ def test_output_shape_and_dtype(kind: str, size: int) -> None:
 def test_conv_any_image_size_from_32(hw: tuple[int, int]) -> None:
     enc = ImageStateEncoder((*hw, 3), STATE_DIM, TASK_DIM)
     expected_map = [-(-s // 32) for s in hw]  # five stride-2 convs with padding 1: ceil(s / 32)
-    assert enc._trunk_output_shape() == (1, 256, *expected_map)
+    assert enc.trunk_output_shape() == (1, 256, *expected_map)
     assert enc.bottleneck[0].in_features == 256 * expected_map[0] * expected_map[1]
     assert enc(make_obs(2, hw)).shape == (2, enc.feature_dim)
 
