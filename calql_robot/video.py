@@ -10,8 +10,8 @@ Encoding: mp4 through imageio's FFMPEG plugin (imageio-ffmpeg binary) with libx2
 the yuv420p pixel format, which every browser and player decodes. yuv420p subsamples
 chroma 2x2, so libx264 needs even width and height; odd frames are padded by one row /
 column (edge-replicated) and `macro_block_size=1` stops imageio from rescaling, so the
-decoded video is exactly the frame size rounded up to even. GIFs go through Pillow;
-note Pillow merges identical consecutive frames into one longer frame (playback is the
+decoded video is exactly the frame size rounded up to even. GIFs go through Pillow
+(fast-octree palette, see `_write_gif`); note Pillow merges identical consecutive frames into one longer frame (playback is the
 same, the stored frame count is lower).
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import imageio.v2 as imageio_v2
-import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -125,8 +124,18 @@ def _encode(tmp: Path, video: np.ndarray, fps: int) -> None:
             tmp, list(_pad_to_even(video)), format="FFMPEG", fps=fps, codec="libx264",
             pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
         )
-    else:  # GIF durations are in ms (stored in 10 ms units); loop=0 repeats forever
-        iio.imwrite(tmp, video, extension=".gif", duration=round(1000 / fps), loop=0)
+    else:
+        _write_gif(tmp, video, fps)
+
+
+def _write_gif(path: Path, video: np.ndarray, fps: int) -> None:
+    """GIF through Pillow with a per-frame fast-octree palette. Why not imageio's pillow
+    plugin: it converts with Pillow's ADAPTIVE (median-cut) palette, measured ~50x slower
+    (8 s vs 0.17 s for 40 frames of 256x256 on this machine). Durations are in ms (GIF
+    stores 10 ms units); loop=0 repeats forever."""
+    images = [Image.fromarray(f).quantize(256, method=Image.Quantize.FASTOCTREE) for f in video]
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
+                   duration=round(1000 / fps), loop=0)
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int = 10) -> Path:

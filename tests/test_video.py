@@ -40,6 +40,7 @@ def test_gif_decodes_with_right_frame_count_and_size(tmp_path: Path) -> None:
     path = write_video(tmp_path / "v.gif", frames, fps=10)
     decoded = iio.imread(path, index=None)
     assert decoded.shape == (6, 33, 47, 3)
+    assert np.abs(decoded.astype(int) - frames.astype(int)).mean() < 6  # 256-colour palette
     assert iio.immeta(path)["duration"] == 100
 
 
