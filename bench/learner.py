@@ -1,0 +1,118 @@
+"""Updates per second of the Cal-QL learner at the AntMaze preset, against this machine's
+fp32 matmul rate at the shapes that dominate the update.
+
+    python bench/learner.py [--threads 2] [--updates 60] [--device cpu]
+
+Preset: obs 29, actions 8, actor 256x2, critics 256x4, batch 256, 10 CQL actions, max
+backup over 10, Lagrange. One official update is counted as 23.7 GFLOP (critic forward
+0.413 MFLOP per row; trained critics 2 x 7,936 rows x 3 for forward and backward = 19.65;
+critics inside the policy loss 0.63; target critics over 5,120 backup rows 2.11; actor
+1.30) whatever this implementation does to save work. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from calql_robot.config import LEARNER_PRESETS  # noqa: E402
+from calql_robot.learner import CalQLLearner, batch_to_torch  # noqa: E402
+
+GFLOP_PER_UPDATE = 23.7
+OBS_DIM, ACTION_DIM, BATCH = 29, 8, 256
+MATMUL_SHAPES = ((2560, 256, 256), (7936, 256, 256))
+
+
+def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float = 1.5) -> float:
+    """Sustained fp32 rate of (m x k) @ (k x n), the best of several timed windows."""
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    for _ in range(10):
+        torch.mm(a, b, out=out)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        reps, start = 20, time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b, out=out)
+        _sync(device)
+        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "observations": rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
+        "next_observations": rng.normal(size=(BATCH, OBS_DIM)).astype(np.float32),
+        "actions": rng.uniform(-1, 1, size=(BATCH, ACTION_DIM)).astype(np.float32),
+        "rewards": rng.choice([-5.0, 5.0], size=BATCH).astype(np.float32),
+        "dones": (rng.random(BATCH) < 0.05).astype(np.float32),
+        "mc_returns": rng.normal(-100, 50, size=BATCH).astype(np.float32),
+    }
+
+
+def updates_per_second(learner: CalQLLearner, batches: list[dict], updates: int,
+                       device: torch.device) -> float:
+    """Median rate over 3 timed blocks after a warm-up (batches already on the device)."""
+    for b in batches[:5]:
+        learner.update(b)
+    rates = []
+    for _ in range(3):
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(updates):
+            learner.update(batches[i % len(batches)])
+        _sync(device)
+        rates.append(updates / (time.perf_counter() - start))
+    return float(np.median(rates))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--updates", type=int, default=40, help="updates per timed block")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    learner = CalQLLearner(LEARNER_PRESETS["antmaze"], OBS_DIM, ACTION_DIM, device=device)
+    batches = [batch_to_torch(random_batch(rng), device) for _ in range(8)]
+    ups = updates_per_second(learner, batches, args.updates, device)
+    rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device) for m, k, n in MATMUL_SHAPES}
+    ceiling = max(rates.values())
+    achieved = ups * GFLOP_PER_UPDATE
+    result = {
+        "updates_per_s": round(ups, 3), "achieved_gflops": round(achieved, 2),
+        "matmul_gflops": round(ceiling, 2),
+        "matmul_gflops_by_shape": {k: round(v, 2) for k, v in rates.items()},
+        "ceiling_fraction": round(achieved / ceiling, 3), "threads": args.threads,
+        "device": str(device), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    }
+    print(f"Cal-QL update, AntMaze preset, batch {BATCH}, {args.threads} threads, {device}")
+    print(f"  updates/s            {ups:8.2f}")
+    print(f"  achieved GFLOP/s     {achieved:8.2f}  (counting {GFLOP_PER_UPDATE} GFLOP per update)")
+    for name, rate in rates.items():
+        print(f"  matmul {name:>18} {rate:8.2f} GFLOP/s")
+    print(f"  ceiling fraction     {achieved / ceiling:8.3f}  (against the faster matmul shape)")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

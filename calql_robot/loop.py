@@ -1,0 +1,243 @@
+"""Offline pre-training, then online fine-tuning: the official Cal-QL schedule (SPEC 3).
+
+Offline: `offline_steps` updates on uniform batches of the offline buffer. Online,
+repeated: collect one trajectory with the current stochastic policy (frozen during the
+episode), insert it with its Monte-Carlo returns, then `len(traj) * utd` updates on mixed
+batches (`round(B*m)` offline + rest online; m=-1 pools both). Evaluations at the start,
+during pre-training, at the switch, every `eval_every` env steps online and at the end.
+
+Resumable: a checkpoint holds the learner (networks, optimizers, alpha, alpha'), the
+online buffer, all counters and every RNG state; the offline buffer is rebuilt from its
+dataset. Env episodes are seeded from (seed, episode index), so a resumed run sees the
+same episodes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from calql_robot.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint,
+                                    restore_rng_state, save_run_checkpoint)
+from calql_robot.config import LoopConfig, RewardConfig
+from calql_robot.learner import CalQLLearner, NonFiniteLossError
+from calql_robot.plots import plot_learning_curves
+from calql_robot.rollouts import EvalResult, evaluate, run_episode
+from calql_robot.runlog import RunLogger
+from calql_robot.video import VideoRecorder
+from data.mixing import sample_mixed
+from data.replay import EpisodeReplayBuffer
+from data.returns import transform_rewards
+
+EVAL_SEED_OFFSET = 10_000_000  # eval episode seeds never meet training episode seeds
+EPISODE_SEED_STRIDE = 1_000_003
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped on a non-finite loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class Counters:
+    """Progress of a run, saved in every checkpoint."""
+
+    offline_updates: int = 0
+    online_updates: int = 0
+    env_steps: int = 0
+    episodes: int = 0
+    successes: list[bool] = field(default_factory=list)
+    next_eval_step: int = 0  # next online env step at which to evaluate
+
+    @property
+    def cumulative_regret(self) -> float:
+        """CORL's regret: mean over online training episodes of (1 - success)."""
+        return float(np.mean([1.0 - s for s in self.successes])) if self.successes else 0.0
+
+
+def insert_episode(buffer: EpisodeReplayBuffer, episode: dict[str, Any], reward: RewardConfig,
+                   discount: float, with_returns: bool) -> None:
+    """Store an online episode with its MC return (official), or with G=0 (CORL's choice
+    when the bound is switched off online); the same reward transform as offline data."""
+    if with_returns:
+        buffer.add_episodes([episode], discount, reward.failure_reward, reward.scale, reward.bias)
+        return
+    rewards = transform_rewards(episode["rewards"], reward.scale, reward.bias)
+    buffer.add_episode(episode["observations"], episode["actions"], rewards, episode["terminals"],
+                       episode["timeouts"], np.zeros_like(rewards))
+
+
+class Trainer:
+    """Runs one Cal-QL experiment end to end into `logger.run_dir`."""
+
+    def __init__(self, learner: CalQLLearner, offline: EpisodeReplayBuffer,
+                 online: EpisodeReplayBuffer, make_env: Callable[[], gym.Env], loop: LoopConfig,
+                 reward: RewardConfig, logger: RunLogger, seed: int, progress: bool = True,
+                 videos: bool = False) -> None:
+        self.learner, self.offline, self.online = learner, offline, online
+        self.loop, self.reward, self.logger, self.seed = loop, reward, logger, seed
+        self.progress, self.videos = progress, videos
+        self.env, self.eval_env = make_env(), make_env()
+        self.rng = np.random.default_rng(seed)
+        self.counters = Counters(next_eval_step=loop.eval_every)
+        self.ckpt_dir = Path(logger.run_dir) / "checkpoints"
+        self._window: dict[str, list[float]] = defaultdict(list)
+        self._start = time.time()
+
+    # ---------------------------------------------------------------- steps
+    @property
+    def step(self) -> int:
+        """Global x-axis: offline updates, then offline_steps + online env steps."""
+        c = self.counters
+        return self.loop.offline_steps + c.env_steps if self.learner.online else c.offline_updates
+
+    def _update(self, batch: dict[str, Any]) -> None:
+        batch.pop("n_offline", None)
+        try:
+            metrics = self.learner.update(batch)
+        except NonFiniteLossError as err:
+            self.logger.log({"error/non_finite_loss": 1.0}, self.step, self._phase())
+            raise TrainingStopped(f"{err}; run stopped, last good checkpoint kept in {self.ckpt_dir}") from err
+        for k, v in metrics.items():
+            self._window[k].append(v)
+
+    def _phase(self) -> str:
+        return "online" if self.learner.online else "offline"
+
+    def _flush_train_metrics(self) -> None:
+        if not self._window:
+            return
+        row = {f"train/{k}": float(np.mean(v)) for k, v in self._window.items()}
+        row.update(self._progress_metrics())
+        self.logger.log(row, self.step, self._phase())
+        self._window.clear()
+
+    def _progress_metrics(self) -> dict[str, float]:
+        c = self.counters
+        return {"progress/offline_updates": c.offline_updates, "progress/online_updates": c.online_updates,
+                "progress/env_steps": c.env_steps, "progress/wall_s": time.time() - self._start}
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self, tag: str) -> EvalResult:
+        """Deterministic evaluation; writes a rollout video of its first episode if asked."""
+        path = Path(self.logger.run_dir) / "videos" / f"eval_{self.step:08d}_{tag}.mp4"
+        recorder = VideoRecorder(path, enabled=self.videos)
+        policy = lambda obs: self.learner.act(obs, deterministic=True)  # noqa: E731
+        result = evaluate(self.eval_env, policy, self.loop.eval_episodes,
+                          EVAL_SEED_OFFSET + 1000 * self.seed, recorder)  # < 1000 eval episodes
+        self.logger.log({**result.as_metrics(), **self._progress_metrics()}, self.step, self._phase())
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self) -> Path:
+        """Flush the metric window first, so a resumed run logs exactly what this one would."""
+        self._flush_train_metrics()
+        state = {"learner": self.learner.state_dict(), "online_buffer": self.online.state_dict(),
+                 "counters": {**self.counters.__dict__}, "rng": capture_rng_state(self.rng)}
+        return save_run_checkpoint(self.ckpt_dir, state, self.step)
+
+    def try_resume(self) -> bool:
+        """Restore the latest checkpoint of this run directory, if there is one."""
+        path = latest_checkpoint(self.ckpt_dir)
+        if path is None:
+            return False
+        state = load_checkpoint(path, map_location=self.learner.device)
+        self.learner.load_state_dict(state["learner"])
+        self.online.load_state_dict(state["online_buffer"])
+        counters = state["counters"]
+        self.counters = Counters(**{**counters, "successes": [bool(s) for s in counters["successes"]]})
+        restore_rng_state(state["rng"], self.rng)
+        self.logger.truncate_after(self.step)
+        return True
+
+    # ---------------------------------------------------------------- phases
+    def run(self) -> dict[str, float]:
+        """Pre-train (from where a resumed run stopped), fine-tune, evaluate; return a summary."""
+        c = self.counters
+        summary: dict[str, float] = {}
+        if c.offline_updates == 0 and not self.learner.online:
+            summary["initial_success"] = self.evaluate("start").success_rate
+        self._offline_phase()
+        if not self.learner.online:
+            summary["offline_success"] = self.evaluate("switch").success_rate
+            self.learner.set_online(True)
+            self.save()
+        self._online_phase()
+        final = self.evaluate("final")
+        summary.update(final_success=final.success_rate, final_return=final.mean_return,
+                       cumulative_regret=c.cumulative_regret, env_steps=c.env_steps,
+                       offline_updates=c.offline_updates, online_updates=c.online_updates)
+        self.save()
+        self._plot()
+        return summary
+
+    def _offline_phase(self) -> None:
+        c, loop = self.counters, self.loop
+        bar = tqdm(total=loop.offline_steps, initial=c.offline_updates, desc="offline",
+                   disable=not self.progress, unit="upd")
+        while c.offline_updates < loop.offline_steps and not self.learner.online:
+            self._update(self.offline.sample(loop.batch_size, self.rng))
+            c.offline_updates += 1
+            bar.update(1)
+            self._offline_hooks()
+        bar.close()
+
+    def _offline_hooks(self) -> None:
+        c, loop = self.counters, self.loop
+        if c.offline_updates % loop.log_every == 0:
+            self._flush_train_metrics()
+        if loop.eval_every_offline and c.offline_updates % loop.eval_every_offline == 0 \
+                and c.offline_updates < loop.offline_steps:
+            self.evaluate("offline")
+        if c.offline_updates % loop.checkpoint_every == 0:
+            self.save()
+
+    def _online_phase(self) -> None:
+        c, loop = self.counters, self.loop
+        bar = tqdm(total=loop.online_env_steps, initial=c.env_steps, desc="online",
+                   disable=not self.progress, unit="step")
+        while c.env_steps < loop.online_env_steps:
+            before = c.env_steps
+            self._online_episode()
+            bar.update(c.env_steps - before)
+            bar.set_postfix(regret=f"{c.cumulative_regret:.2f}")
+        bar.close()
+
+    def _online_episode(self) -> None:
+        """One trajectory with the frozen stochastic policy, then len(traj) * utd updates."""
+        c, loop = self.counters, self.loop
+        policy = lambda obs: self.learner.act(obs, deterministic=False)  # noqa: E731
+        episode = run_episode(self.env, policy, seed=EPISODE_SEED_STRIDE * self.seed + c.episodes)
+        calibrate = self.learner.settings().bound
+        insert_episode(self.online, episode, self.reward, self.learner.cfg.discount, calibrate)
+        c.episodes += 1
+        c.env_steps += episode["length"]
+        c.successes.append(bool(episode["success"]))
+        self.logger.log({"online/episode_return": episode["return"], "online/success": float(episode["success"]),
+                         "online/cumulative_regret": c.cumulative_regret, "online/episode_length": episode["length"],
+                         **self._progress_metrics()}, self.step, "online")
+        for _ in range(episode["length"] * loop.utd):
+            self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng))
+            c.online_updates += 1
+            if c.online_updates % loop.log_every == 0:
+                self._flush_train_metrics()
+        if c.env_steps >= c.next_eval_step and c.env_steps < loop.online_env_steps:
+            self.evaluate("online")
+        while c.next_eval_step <= c.env_steps:
+            c.next_eval_step += loop.eval_every
+        if c.env_steps // loop.checkpoint_every != (c.env_steps - episode["length"]) // loop.checkpoint_every:
+            self.save()
+
+    def _plot(self) -> None:
+        plot_learning_curves(self.logger.metrics_path, Path(self.logger.run_dir) / "learning_curves.png")
+
+    def close(self) -> None:
+        self.env.close()
+        self.eval_env.close()
+        self.logger.close()

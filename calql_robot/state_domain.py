@@ -1,0 +1,76 @@
+"""The state-based pick-and-place domain: privileged low-dimensional observations.
+
+`PickPlaceState-v0` gives a flat vector (proprio, object and bin positions, task one-hot)
+and no image, so a run takes minutes on a CPU. Offline data are scripted episodes
+(`sim.collect`) with action noise and failure modes, which makes them suboptimal the way
+PTR's data are. Reward: +1 on success, raw failure reward 0 (SPEC section 4, visual column).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig
+from calql_robot.experiment import Domain, obs_spec_of
+from data.replay import EpisodeReplayBuffer
+
+
+@dataclass
+class ScriptedDataConfig:
+    """Offline data collected by the scripted policy."""
+
+    episodes: int = 200
+    """Scripted episodes of the training task."""
+    noise: float = 0.3
+    """Std of the Gaussian action noise (SIM.md: 0.3 gives about half successes)."""
+    p_wrong: float = 0.1
+    """Probability that an episode grasps the distractor instead of the target."""
+    p_drop: float = 0.1
+    """Probability that an episode drops the object on the way to the bin."""
+    workers: int = 1
+    """Collection processes."""
+
+
+@dataclass
+class StateExperimentConfig:
+    """Cal-QL on the privileged-state pick-and-place task (fast, CPU-sized)."""
+
+    learner: LearnerConfig = field(default_factory=lambda: LearnerConfig(
+        actor_hidden=(256, 256), critic_hidden=(256, 256), cql_weight=5.0, cql_weight_online=0.5,
+        backup_k=4))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(
+        offline_steps=2000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
+        eval_episodes=10, eval_every_offline=1000, eval_every=1000, checkpoint_every=1000, log_every=100))
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-state"))
+    data: ScriptedDataConfig = field(default_factory=ScriptedDataConfig)
+    target: int = 0
+    """Target object (0..4) of the task trained and evaluated."""
+    distractor: int = 1
+    """Distractor object (0..4) of the task."""
+
+
+def build_state_domain(cfg: StateExperimentConfig) -> Domain:
+    """Collect the scripted data and load it, with MC returns, into an offline buffer."""
+    from sim import make_pickplace
+    from sim.collect import collect_episodes
+
+    def make_env():
+        return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
+
+    d = cfg.data
+    episodes = collect_episodes([(cfg.target, cfg.distractor)], d.episodes, noise=d.noise, p_wrong=d.p_wrong,
+                                p_drop=d.p_drop, seed=cfg.run.seed, workers=d.workers, privileged=True,
+                                progress=cfg.run.progress)
+    probe = make_env()
+    spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
+    probe.close()
+    steps = sum(len(ep["rewards"]) for ep in episodes)
+    offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=steps + len(episodes))
+    offline.add_episodes(episodes, cfg.learner.discount, cfg.reward.failure_reward, cfg.reward.scale,
+                         cfg.reward.bias)
+    success = float(np.mean([ep["success"] for ep in episodes]))
+    print(f"offline data: {len(episodes)} scripted episodes, {steps} transitions, success {success:.2f}")
+    return Domain(make_env=make_env, offline=offline, feature_dim=int(np.prod(spec[0])))
