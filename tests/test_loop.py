@@ -1,0 +1,149 @@
+"""The training loop end to end on the state pick-and-place task: real scripted data, real
+gradient updates, real online episodes; resume equivalence; stopping on a non-finite loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from calql_robot.checkpoint import load_checkpoint
+from calql_robot.config import LearnerConfig, LoopConfig, RunConfig
+from calql_robot.experiment import run_experiment
+from calql_robot.learner import CalQLLearner, NonFiniteLossError
+from calql_robot.loop import Trainer, TrainingStopped
+from calql_robot.runlog import read_metrics
+from calql_robot.state_domain import ScriptedDataConfig, StateExperimentConfig, build_state_domain
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(run_dir: Path, **loop_changes) -> StateExperimentConfig:
+    loop = dict(offline_steps=30, online_env_steps=100, utd=1, batch_size=32, mixing_ratio=0.5,
+                eval_episodes=1, eval_every_offline=15, eval_every=40, checkpoint_every=10, log_every=5)
+    loop.update(loop_changes)
+    return StateExperimentConfig(
+        learner=LearnerConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), cql_n_actions=3, backup_k=2,
+                              cql_weight_online=0.5),
+        loop=LoopConfig(**loop),
+        run=RunConfig(seed=3, run_dir=str(run_dir), progress=False, threads=1),
+        data=ScriptedDataConfig(episodes=6, noise=0.2))
+
+
+def run(cfg: StateExperimentConfig) -> dict:
+    return run_experiment(cfg, cfg.learner, cfg.loop, cfg.reward, cfg.run, lambda: build_state_domain(cfg))
+
+
+def strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("time", "progress/wall_s")} for r in rows]
+
+
+def test_train_state_entry_point_end_to_end(tmp_path: Path) -> None:
+    """The real script: offline updates, online episodes, evaluations, files a user reads."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "train_state.py", "--run.run-dir", str(run_dir), "--run.no-progress",
+           "--data.episodes", "6", "--loop.offline-steps", "40", "--loop.online-env-steps", "80",
+           "--loop.batch-size", "32", "--loop.eval-episodes", "2", "--loop.eval-every-offline", "20",
+           "--loop.eval-every", "40", "--loop.log-every", "10", "--loop.checkpoint-every", "20",
+           "--learner.actor-hidden", "32", "32", "--learner.critic-hidden", "32", "32"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    train = [r for r in rows if "train/critic_loss" in r]
+    offline_train = [r for r in train if r["phase"] == "offline"]
+    online_train = [r for r in train if r["phase"] == "online"]
+    assert len(offline_train) == 4 and online_train, "offline and online updates were logged"
+    assert all(np.isfinite(r["train/critic_loss"]) and np.isfinite(r["train/q_data"]) for r in train)
+    episodes = [r for r in rows if "online/episode_return" in r]
+    assert episodes and sum(r["online/episode_length"] for r in episodes) >= 80
+    evals = [r for r in rows if "eval/success_rate" in r]
+    assert len(evals) >= 4  # start, during pre-training, switch, online, final
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(steps), "one increasing x-axis across phases"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["offline_updates"] == 40
+    assert summary["online_updates"] == summary["env_steps"] >= 80  # utd 1
+    assert 0.0 <= summary["cumulative_regret"] <= 1.0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["loop"]["offline_steps"] == 40
+    state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    assert state["learner"]["num_updates"] == 40 + summary["online_updates"]
+    assert (run_dir / "learning_curves.png").stat().st_size > 1000
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch) -> None:
+    straight = tiny_config(tmp_path / "a")
+    summary_a = run(straight)
+
+    killed = tiny_config(tmp_path / "b")
+    original = Trainer._online_episode
+    calls = {"n": 0}
+
+    def dying_episode(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill in the second online episode")
+        original(self)
+
+    monkeypatch.setattr(Trainer, "_online_episode", dying_episode)
+    with pytest.raises(KeyboardInterrupt):
+        run(killed)
+    monkeypatch.setattr(Trainer, "_online_episode", original)
+    resumed = dataclasses.replace(killed, run=dataclasses.replace(killed.run, resume=True))
+    summary_b = run(resumed)
+
+    for key in ("final_success", "cumulative_regret", "env_steps", "online_updates", "final_return"):
+        assert summary_a[key] == summary_b[key], key
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")["learner"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["learner"]
+    for part in ("actor", "critic", "target_critic"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
+    rows_a = strip_times(read_metrics(tmp_path / "a" / "metrics.jsonl"))
+    rows_b = strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl"))
+    assert rows_a == rows_b
+
+
+def test_non_finite_loss_stops_run_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    cfg = tiny_config(tmp_path / "run", checkpoint_every=10)
+    original = CalQLLearner.update
+
+    def update(self, batch):
+        if self.num_updates == 23:
+            raise NonFiniteLossError("non-finite loss at update 23 (injected)")
+        return original(self, batch)
+
+    monkeypatch.setattr(CalQLLearner, "update", update)
+    with pytest.raises(TrainingStopped, match="last good checkpoint"):
+        run(cfg)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
+    assert state["learner"]["num_updates"] == 20
+    assert any("error/non_finite_loss" in r for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(mixing_ratio=1.5), "mixing-ratio"), (dict(mixing_ratio=-0.5), "mixing-ratio"),
+    (dict(batch_size=0), "batch-size"),
+])
+def test_bad_loop_config_is_named(tmp_path: Path, change: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        run(tiny_config(tmp_path / "run", **change))
+
+
+def test_unknown_flag_is_rejected() -> None:
+    out = subprocess.run([sys.executable, "train_state.py", "--loop.no-such-flag", "1"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "no-such-flag" in (out.stderr + out.stdout)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path / "missing")
+    cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=True))
+    with pytest.raises(FileNotFoundError, match="run-dir|checkpoint"):
+        run(cfg)
