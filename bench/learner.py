@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from calql_robot.config import LEARNER_PRESETS  # noqa: E402
 from calql_robot.learner import CalQLLearner, batch_to_torch  # noqa: E402
+from calql_robot.perf import tune_malloc  # noqa: E402
 
 GFLOP_PER_UPDATE = 23.7
 OBS_DIM, ACTION_DIM, BATCH = 29, 8, 256
@@ -87,7 +88,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--updates", type=int, default=40, help="updates per timed block")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
     args = parser.parse_args()
+    malloc_tuned = False if args.no_tune_malloc else tune_malloc()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -102,7 +105,7 @@ def main() -> None:
         "updates_per_s": round(ups, 3), "achieved_gflops": round(achieved, 2),
         "matmul_gflops": round(ceiling, 2),
         "matmul_gflops_by_shape": {k: round(v, 2) for k, v in rates.items()},
-        "ceiling_fraction": round(achieved / ceiling, 3), "threads": args.threads,
+        "ceiling_fraction": round(achieved / ceiling, 3), "threads": args.threads, "malloc_tuned": malloc_tuned,
         "device": str(device), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
     }
     print(f"Cal-QL update, AntMaze preset, batch {BATCH}, {args.threads} threads, {device}")

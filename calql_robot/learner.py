@@ -10,6 +10,7 @@ forward pass; a slowly moving target copy is what RAD/CURL use and was not neede
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import numpy as np
@@ -74,11 +75,13 @@ class CalQLLearner:
         Adam is elementwise, so stacking parameters changes nothing."""
         cfg = self.cfg
         critic_params = list(self.critic.parameters()) + list(self.encoder.parameters())
+        # fused: one kernel per step instead of ~10 elementwise passes per tensor (CPU and CUDA)
+        adam = functools.partial(torch.optim.Adam, fused=True)
         return {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr),
-            "critic": torch.optim.Adam(critic_params, lr=cfg.critic_lr),
-            "alpha": torch.optim.Adam([self.log_alpha], lr=cfg.actor_lr),
-            "alpha_prime": torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr),
+            "actor": adam(self.actor.parameters(), lr=cfg.actor_lr),
+            "critic": adam(critic_params, lr=cfg.critic_lr),
+            "alpha": adam([self.log_alpha], lr=cfg.actor_lr),
+            "alpha_prime": adam([self.log_alpha_prime], lr=cfg.critic_lr),
         }
 
     # ------------------------------------------------------------------ training

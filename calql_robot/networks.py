@@ -18,6 +18,38 @@ LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
 
 
+class AddReLU(torch.autograd.Function):
+    """`relu(x + y)` written into x (a fresh matmul output), y broadcast over x.
+
+    One memory pass instead of three (bias copy, gemm accumulate, relu) on the (E, rows,
+    256) activations that dominate a CPU update; the backward is the usual relu mask plus
+    a sum over the broadcast dimensions. `shape` views x inside the function (so y can
+    broadcast over action sets) without exposing an in-place write on a view to autograd,
+    which would add CopySlices copies. Exactly relu(x + y) (tests/test_networks.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+        ctx.mark_dirty(x)
+        target = x if shape is None else x.view(shape)
+        if x.is_cpu:
+            torch.ops.aten._add_relu_(target, y)
+        else:
+            target.add_(y).relu_()
+        ctx.save_for_backward(x)
+        ctx.shape, ctx.y_shape = target.shape, y.shape
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        grad_x = torch.ops.aten.threshold_backward(grad, out, 0.0)
+        shaped = grad_x.view(ctx.shape)
+        dims = [i for i, (gs, ys) in enumerate(zip(shaped.shape, ctx.y_shape)) if ys == 1 and gs != 1]
+        grad_y = shaped.sum(dim=dims, keepdim=True) if dims else shaped
+        return grad_x, grad_y, None
+
+
 def _orthogonal_stack(num: int, fan_in: int, fan_out: int, gain: float) -> torch.Tensor:
     """`num` independent orthogonal matrices of shape (fan_in, fan_out)."""
     weight = torch.empty(num, fan_out, fan_in)
@@ -88,12 +120,11 @@ class CriticEnsemble(EnsembleMLP):
         w0, b0 = params[0]
         h_obs = torch.matmul(obs, w0[:, : self.obs_dim])  # (E, B, H)
         h_act = torch.matmul(actions.reshape(m * b, -1), w0[:, self.obs_dim:])  # (E, M*B, H)
-        h = h_act.view(self.num, m, b, -1) + (h_obs + b0).unsqueeze(1)
-        h = F.relu(h).view(self.num, m * b, -1)
-        for i, (w, bias) in enumerate(params[1:], start=1):
-            h = torch.baddbmm(bias, h, w)
-            if i < len(params) - 1:
-                h = F.relu(h)
+        h = AddReLU.apply(h_act, (h_obs + b0).unsqueeze(1), (self.num, m, b, h_act.shape[-1]))
+        for w, bias in params[1:-1]:
+            h = AddReLU.apply(torch.bmm(h, w), bias)  # bmm's backward needs inputs, not output
+        w, bias = params[-1]
+        h = torch.baddbmm(bias, h, w)
         return h.view(self.num, m, b)
 
 
