@@ -87,7 +87,10 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
     seed_everything(run.seed)
     device = resolve_device(run.device)
     run_dir = prepare_run_dir(run)
-    logger = RunLogger(run_dir, to_dict(config), wandb_mode=run.wandb, run_name=run.name, resume=run.resume)
+    saved = to_dict(config)
+    if isinstance(saved.get("run"), dict):
+        saved["run"]["resume"] = False  # how this process started, not a setting of the run
+    logger = RunLogger(run_dir, saved, wandb_mode=run.wandb, run_name=run.name, resume=run.resume)
     domain = build_domain()
     probe = domain.make_env()
     online = online_buffer_for(probe, loop.online_env_steps)
