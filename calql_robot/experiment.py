@@ -21,6 +21,7 @@ from torch import nn
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig, to_dict
 from calql_robot.learner import CalQLLearner, resolve_device
 from calql_robot.loop import Trainer
+from calql_robot.perf import tune_malloc
 from calql_robot.runlog import RunLogger, atomic_write_text, make_run_dir
 from data.replay import EpisodeReplayBuffer
 
@@ -81,6 +82,7 @@ def prepare_run_dir(run: RunConfig) -> Path:
 def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, reward: RewardConfig,
                    run: RunConfig, build_domain: Callable[[], Domain], videos: bool = False) -> dict:
     """Build everything, resume if asked, train, and write `summary.json` into the run dir."""
+    tune_malloc()
     if run.threads > 0:
         torch.set_num_threads(run.threads)
     validate_loop(loop)
