@@ -222,6 +222,56 @@ class EpisodeReplayBuffer:
         self._write_steps(s0, r0 + np.arange(n, dtype=np.int64) + episode_of, cat)
         self._commit(n, rows, len(lengths))
 
+    def add_episode_arrays(self, observations: Obs, actions: np.ndarray, rewards: np.ndarray,
+                           terminals: np.ndarray, timeouts: np.ndarray, lengths: np.ndarray,
+                           gamma: float, failure_reward: float | None = None,
+                           reward_scale: float = 1.0, reward_bias: float = 0.0) -> None:
+        """Append E episodes given as flat, concatenated arrays (``EpisodeDataset`` layout).
+
+        ``observations`` holds ``sum(lengths) + E`` rows (T_i + 1 per episode, episode after
+        episode, as the HDF5 file and ``data.episodes_hdf5.read_episodes`` keep them); the
+        step arrays hold ``sum(lengths)`` rows of raw rewards. Same semantics as
+        :meth:`add_episodes` (one reward transform here, MC returns with ends = terminals |
+        timeouts | each episode's last step) but without per-episode views or checks: one
+        copy per array into the buffer, so loading a large image dataset costs one pass
+        over its frames.
+        """
+        length = np.asarray(lengths)
+        if length.ndim != 1 or not np.issubdtype(length.dtype, np.integer) or length.size == 0:
+            raise ValueError(f"episode arrays: 'lengths' must be a non-empty 1-D integer array, "
+                             f"got {length.dtype} {length.shape}")
+        if length.min() < 1:
+            raise ValueError(f"episode arrays: 'lengths' must be >= 1, got min {length.min()}")
+        length = length.astype(np.int64)
+        n, e = int(length.sum()), int(length.size)
+        raw = np.asarray(rewards)
+        if raw.shape != (n,):
+            raise ValueError(f"episode arrays: 'rewards' must have shape ({n},) = (sum(lengths),),"
+                             f" got {raw.shape}")
+        steps = _check_steps(actions, raw, terminals, timeouts, np.zeros(n, np.float32),
+                             self.action_dim, "episode arrays")
+        obs = self._check_obs(observations, n + e, "observations")
+        step_end = np.cumsum(length) - 1
+        flagged = np.flatnonzero(steps["terminals"] | steps["timeouts"])
+        inside = flagged[~np.isin(flagged, step_end)]
+        if inside.size:
+            raise ValueError(f"episode arrays: step {int(inside[0])} is terminal/timeout but not "
+                             f"the last step of its episode; 'lengths' do not match the flags")
+        scaled = transform_rewards(steps["rewards"], reward_scale, reward_bias)
+        ends = np.zeros(n, dtype=bool)
+        ends[step_end] = True
+        fail = (None if failure_reward is None
+                else float(transform_rewards(np.array([failure_reward]), reward_scale,
+                                             reward_bias)[0]))
+        steps["rewards"] = scaled
+        steps["mc_returns"] = mc_returns(scaled, ends, gamma, fail)
+        r0, s0 = self._reserve(n, n + e)
+        for k, arr in obs.items():
+            self._obs[k][r0:r0 + n + e] = arr
+        episode_of = np.repeat(np.arange(e, dtype=np.int64), length)
+        self._write_steps(s0, r0 + np.arange(n, dtype=np.int64) + episode_of, steps)
+        self._commit(n, n + e, e)
+
     def add_flat(self, observations: Obs, actions: np.ndarray, rewards: np.ndarray,
                  next_observations: Obs, terminals: np.ndarray, timeouts: np.ndarray,
                  mc_returns: np.ndarray, ends: np.ndarray, atol: float = 1e-6) -> None:
