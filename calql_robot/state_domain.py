@@ -9,6 +9,7 @@ PTR's data are. Reward: +1 on success, raw failure reward 0 (SPEC section 4, vis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class StateExperimentConfig:
     """Target object (0..4) of the task trained and evaluated."""
     distractor: int = 1
     """Distractor object (0..4) of the task."""
+    domain: Literal["pickplace_state"] = "pickplace_state"
+    """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
 
 def build_state_domain(cfg: StateExperimentConfig) -> Domain:

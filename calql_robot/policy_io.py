@@ -1,0 +1,178 @@
+"""Loading a run's policy back: config.json -> typed config -> env + learner, then the
+checkpoint's weights (always `weights_only=True`, `calql_robot.checkpoint.load_checkpoint`).
+
+A run records its domain in its config (`domain: "pickplace_state" | "pickplace_visual"`),
+so a rollout rebuilds exactly the env and networks the run trained, without touching the
+offline dataset (only the env's observation space is needed to size the networks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from calql_robot.checkpoint import latest_checkpoint, load_checkpoint
+from calql_robot.learner import CalQLLearner, resolve_device
+from calql_robot.runlog import CONFIG_FILE
+
+
+@dataclass
+class DomainSpec:
+    """How to rebuild one domain's env and modules from its typed config."""
+
+    config_cls: type
+    make_env: Callable[[Any], gym.Env]
+    make_modules: Callable[[Any, gym.Env], tuple[nn.Module | None, int]]
+
+
+def _state_spec() -> DomainSpec:
+    from sim import make_pickplace
+
+    from calql_robot.state_domain import StateExperimentConfig
+
+    def make_env(cfg: StateExperimentConfig) -> gym.Env:
+        # the same env as state_domain.build_state_domain's make_env
+        return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
+
+    def make_modules(cfg: StateExperimentConfig, env: gym.Env) -> tuple[None, int]:
+        return None, int(env.observation_space.shape[0])
+
+    return DomainSpec(StateExperimentConfig, make_env, make_modules)
+
+
+def _visual_spec() -> DomainSpec:
+    from calql_robot.visual_domain import VisualExperimentConfig, make_visual_env, make_visual_modules
+
+    def make_modules(cfg: VisualExperimentConfig, env: gym.Env) -> tuple[nn.Module, int]:
+        encoder, _, feature_dim = make_visual_modules(cfg, env.observation_space)
+        return encoder, feature_dim
+
+    return DomainSpec(VisualExperimentConfig, make_visual_env, make_modules)
+
+
+DOMAINS: dict[str, Callable[[], DomainSpec]] = {"pickplace_state": _state_spec, "pickplace_visual": _visual_spec}
+"""Domain name (the `domain` field of a run's config.json) -> its rebuild recipe."""
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Rebuild a (nested) config dataclass from its `to_dict` JSON form.
+
+    Inverts `calql_robot.config.to_dict`: lists back to tuples, "inf"/"-inf" strings back
+    to floats. Unknown keys are an error naming them (a config from other code); missing
+    keys keep the dataclass default (a field added after the run was made).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} for {cls.__name__}")
+    kwargs = {name: _convert(hints[name], data[name], f"{where}.{name}") for name in names if name in data}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if tp is float and isinstance(value, str):
+        parsed = float(value)
+        if not math.isinf(parsed) and not math.isnan(parsed):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return parsed
+    return value
+
+
+def read_run_config(run_dir: Path) -> tuple[str, Any]:
+    """(domain name, typed config) of a run directory; clear errors for what is missing."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run_dir}")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run directory?")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    domain = data.get("domain", _legacy_domain(data))
+    if domain not in DOMAINS:
+        raise ValueError(f"{path}: unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAINS))}")
+    return domain, from_dict(DOMAINS[domain]().config_cls, data, str(path))
+
+
+def _legacy_domain(data: dict[str, Any]) -> str | None:
+    """Runs made before configs recorded their domain: the state config is the one with a
+    top-level `target`; anything else stays unknown (and is reported as such)."""
+    return "pickplace_state" if "target" in data and "encoder" not in data else None
+
+
+@dataclass
+class LoadedPolicy:
+    """A run's learner with its checkpoint loaded, and a factory of its env."""
+
+    domain: str
+    config: Any
+    learner: CalQLLearner
+    make_env: Callable[[], gym.Env]
+    checkpoint: Path
+    step_info: dict[str, Any]
+
+
+def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cpu") -> LoadedPolicy:
+    """Rebuild a run's env and learner from config.json and load `checkpoint` (default:
+    `<run_dir>/checkpoints/latest.pt`, or the newest numbered one)."""
+    run_dir = Path(run_dir)
+    domain, cfg = read_run_config(run_dir)
+    if checkpoint is None:
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint (latest.pt or step_*.pt) to load")
+    spec = DOMAINS[domain]()
+    env = spec.make_env(cfg)
+    try:
+        encoder, feature_dim = spec.make_modules(cfg, env)
+        action_dim = int(env.action_space.shape[0])
+    finally:
+        env.close()
+    dev = resolve_device(device)
+    learner = CalQLLearner(cfg.learner, feature_dim, action_dim, encoder=encoder, device=dev)
+    state = load_checkpoint(Path(checkpoint), map_location=dev)
+    if "learner" not in state:
+        raise KeyError(f"{checkpoint}: checkpoint has no 'learner' entry (keys: {sorted(state)})")
+    try:
+        learner.load_state_dict(state["learner"])
+    except (RuntimeError, KeyError) as err:
+        raise ValueError(f"{checkpoint}: weights do not fit the networks described by "
+                         f"{run_dir / CONFIG_FILE} ({str(err).splitlines()[0]})") from err
+    learner.encoder.eval()
+    counters = state.get("counters", {})
+    info = {k: counters[k] for k in ("offline_updates", "online_updates", "env_steps") if k in counters}
+    return LoadedPolicy(domain, cfg, learner, lambda: spec.make_env(cfg), Path(checkpoint), info)
+
+
+def policy_fn(learner: CalQLLearner, deterministic: bool) -> Callable[[Any], Any]:
+    """The learner as an `obs -> action` function for `calql_robot.rollouts.run_episode`."""
+    @torch.no_grad()
+    def act(obs: Any) -> Any:
+        return learner.act(obs, deterministic=deterministic)
+    return act

@@ -1,0 +1,170 @@
+"""The visual pick-and-place domain: pre-train on PTR-style scripted data from pixels,
+fine-tune online on the held-out task.
+
+Observations are `{"image": uint8 (H,W,3), "state": proprio, "task": one-hot target ++
+one-hot distractor}` (ARCHITECTURE.md). Offline data: scripted episodes of every
+(target, distractor) task except the held-out one (`calql_robot.datasets`, SIM.md); online
+fine-tuning and every evaluation run on the held-out task (0, 1), as PTR / Cal-QL's
+visual manipulation experiment fine-tunes on a task absent from the pre-training data.
+Reward: +1 on success, raw failure reward 0 (SPEC section 4, visual column).
+
+One image encoder is shared by critic and actor (`encoders.ImageStateEncoder`, the rule of
+which loss trains it lives in `calql_robot/learner.py`); DrQ random shift (pad 4) augments
+obs and next obs. Presets live in `PRESETS`, the one place both `train_visual.py` and the
+tests read them from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+
+from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
+from calql_robot.datasets import PickPlaceDataConfig, find_or_create_dataset
+from calql_robot.experiment import Domain, obs_spec_of
+from data.replay import EpisodeReplayBuffer
+
+DOMAIN_NAME = "pickplace_visual"
+
+
+@dataclass
+class EncoderConfig:
+    """The shared image encoder and its augmentation (SIM.md, DrQ-v2 / PTR)."""
+
+    kind: Literal["conv", "resnet18"] = "conv"
+    """'conv': PTR's small stride-2 conv stack; 'resnet18': GroupNorm ResNet-18 (no
+    pretrained weights), PTR's larger encoder and ~10x slower on a CPU."""
+    latent_dim: int = 50
+    """Width of the bottleneck Linear -> LayerNorm -> tanh (DrQ-v2 / PTR: 50)."""
+    shift_pad: int = 4
+    """DrQ random-shift padding in pixels, applied to obs and next obs (0 disables)."""
+
+
+@dataclass
+class VisualExperimentConfig:
+    """Cal-QL from pixels: offline pre-training on many tasks, fine-tuning on a held-out one."""
+
+    learner: LearnerConfig = field(default_factory=lambda: dataclasses.replace(LEARNER_PRESETS["visual"]))
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-visual"))
+    data: PickPlaceDataConfig = field(default_factory=PickPlaceDataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    video: bool = True
+    """Write an mp4 of the first episode of every evaluation into <run_dir>/videos."""
+    finetune_task: tuple[int, int] | None = None
+    """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
+    domain: Literal["pickplace_visual"] = DOMAIN_NAME
+    """Which domain this config describes (rollout.py rebuilds the run from it)."""
+
+    def resolved_task(self) -> tuple[int, int]:
+        task = self.data.held_out_task if self.finetune_task is None else self.finetune_task
+        return int(task[0]), int(task[1])
+
+
+def _cpu_preset() -> VisualExperimentConfig:
+    """Sized for this 2-core CPU: `python train_visual.py` (collection included) in ~15 min.
+
+    48 px frames (COG's size): the conv encoder costs ~2x less than at 64 px. 24 tasks x 12
+    episodes keeps PTR's many-tasks shape; batch 64 at UTD 1 keeps updates affordable.
+    """
+    return VisualExperimentConfig(
+        learner=dataclasses.replace(LEARNER_PRESETS["visual"]),
+        loop=LoopConfig(offline_steps=3000, online_env_steps=1200, utd=1, batch_size=64, mixing_ratio=0.5,
+                        eval_episodes=10, eval_every_offline=1000, eval_every=400, checkpoint_every=500,
+                        log_every=100),
+        run=RunConfig(name="pickplace-visual-cpu", threads=2),
+        data=PickPlaceDataConfig(output="datasets/pickplace_cpu_48px.hdf5", episodes_per_task=12, image_size=48),
+    )
+
+
+def _paper_preset() -> VisualExperimentConfig:
+    """SPEC section 4, visual column: 50K offline updates, 100K online env steps, UTD 5, CQL
+    weight 5 offline / 0.5 online, max backup k=4, mixing ratio 0.5, batch 256; eval 20
+    episodes every 2000 env steps; PTR-like data: 24 tasks x 100 episodes at 64 px."""
+    return VisualExperimentConfig(
+        learner=dataclasses.replace(LEARNER_PRESETS["visual"]),
+        loop=LoopConfig(offline_steps=50_000, online_env_steps=100_000, utd=5, batch_size=256, mixing_ratio=0.5,
+                        eval_episodes=20, eval_every_offline=5000, eval_every=2000, checkpoint_every=2000,
+                        log_every=500),
+        run=RunConfig(name="pickplace-visual-paper"),
+        data=PickPlaceDataConfig(output="datasets/pickplace_64px.hdf5", episodes_per_task=100, image_size=64),
+    )
+
+
+PRESETS: dict[str, VisualExperimentConfig] = {"cpu": _cpu_preset(), "paper": _paper_preset()}
+"""Named base configs of train_visual.py; every field stays overridable on the command line."""
+
+
+def make_visual_env(cfg: VisualExperimentConfig) -> gym.Env:
+    """The fine-tuning task's env: images at the dataset's size, frames for videos."""
+    from sim import make_pickplace
+
+    target, distractor = cfg.resolved_task()
+    return make_pickplace(target, distractor, image_size=cfg.data.image_size, render_mode="rgb_array")
+
+
+def make_visual_modules(cfg: VisualExperimentConfig, observation_space: gym.Space):
+    """(encoder, augment, feature_dim) for an env's Dict observation space."""
+    from encoders import ImageStateEncoder, RandomShift
+
+    encoder = ImageStateEncoder.from_obs_spec(observation_space, kind=cfg.encoder.kind,
+                                              latent_dim=cfg.encoder.latent_dim)
+    return encoder, RandomShift(cfg.encoder.shift_pad), encoder.feature_dim
+
+
+def check_visual_config(cfg: VisualExperimentConfig) -> None:
+    """Refuse a fine-tuning task that is in the pre-training data (it would not be held out)."""
+    from calql_robot.datasets import pretraining_tasks
+
+    task = cfg.resolved_task()
+    if task in pretraining_tasks(cfg.data):
+        raise ValueError(f"--finetune-task {task} is one of the pre-training tasks of --data; "
+                         f"set --data.held-out-task {task[0]} {task[1]} to hold it out")
+    if cfg.encoder.latent_dim < 1 or cfg.encoder.shift_pad < 0:
+        raise ValueError(f"--encoder.latent-dim must be >= 1 and --encoder.shift-pad >= 0, got "
+                         f"{cfg.encoder.latent_dim}, {cfg.encoder.shift_pad}")
+
+
+def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int) -> tuple[EpisodeReplayBuffer, float]:
+    """Find or collect the cached dataset and load it into an image buffer, frames once.
+
+    Returns the buffer and the dataset's success rate. MC returns use the run's one reward
+    transform (SPEC section 7); the file keeps raw rewards.
+    """
+    from data.episodes_hdf5 import read_episodes
+
+    path = find_or_create_dataset(cfg.data)
+    data = read_episodes(path, exclude_tasks=[cfg.resolved_task()])
+    if data.num_episodes == 0:
+        raise ValueError(f"{path}: no pre-training episodes left after excluding task {cfg.resolved_task()}")
+    image = data.observations["image"]
+    if tuple(image.shape[1:]) != tuple(spec["image"][0]):
+        raise ValueError(f"{path}: frames are {tuple(image.shape[1:])}, the env gives {spec['image'][0]}; "
+                         f"--data.image-size must match the file")
+    steps, rows = data.num_steps, data.num_steps + data.num_episodes
+    offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=rows)
+    offline.add_episode_arrays(data.observations, data.actions, data.rewards, data.terminals, data.timeouts,
+                               data.length, cfg.learner.discount, cfg.reward.failure_reward,
+                               cfg.reward.scale, cfg.reward.bias)
+    return offline, float(np.mean(data.success))
+
+
+def build_visual_domain(cfg: VisualExperimentConfig) -> Domain:
+    """Dataset -> image replay buffer, shared encoder + random shift, held-out-task env."""
+    check_visual_config(cfg)
+    probe = make_visual_env(cfg)
+    spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
+    encoder, augment, feature_dim = make_visual_modules(cfg, probe.observation_space)
+    probe.close()
+    offline, success = load_offline_buffer(cfg, spec, action_dim)
+    frame = int(np.prod(spec["image"][0]))
+    print(f"offline data: {offline.num_episodes} episodes, {len(offline)} transitions, success {success:.2f}; "
+          f"buffer {offline.nbytes / 2**20:.1f} MiB, {offline.bytes_per_transition:.0f} B/transition "
+          f"(one frame: {frame} B)", flush=True)
+    return Domain(make_env=lambda: make_visual_env(cfg), offline=offline, feature_dim=feature_dim,
+                  encoder=encoder, augment=augment)

@@ -1,0 +1,107 @@
+"""Roll out a trained run's policy and write a captioned video (visual or state runs).
+
+    python rollout.py --run-dir runs/<dir>                      # 5 deterministic episodes -> mp4
+    python rollout.py --run-dir runs/<dir> --episodes 10 --gif  # also a GIF beside the mp4
+    python rollout.py --help                                    # every option
+
+The run is rebuilt from `<run_dir>/config.json` (its `domain` field says which env and
+networks) and `<run_dir>/checkpoints/latest.pt` (loaded with weights_only=True). Episode
+seeds follow the training loop's evaluation seeds, so with the same number of episodes a
+rollout of the final checkpoint faces the initial states of the run's final evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from calql_robot.loop import EVAL_SEED_OFFSET
+from calql_robot.policy_io import load_policy, policy_fn
+from calql_robot.rollouts import is_success
+from calql_robot.video import VideoRecorder, caption
+
+
+@dataclass
+class RolloutConfig:
+    """Load a run's checkpoint, run episodes, write an annotated mp4 and print the success rate."""
+
+    run_dir: str
+    """Run directory holding config.json and checkpoints/."""
+    checkpoint: str | None = None
+    """Checkpoint file; None: <run_dir>/checkpoints/latest.pt."""
+    episodes: int = 5
+    """Episodes to roll out (all are recorded, one after another)."""
+    deterministic: bool = True
+    """tanh(mean) actions, as in evaluation; --no-deterministic samples from the policy."""
+    seed: int | None = None
+    """Seed of the episode seeds; None: the run's own seed (its evaluation episodes)."""
+    output: str | None = None
+    """mp4 path; None: <run_dir>/rollouts/rollout_<checkpoint stem>.mp4."""
+    gif: bool = False
+    """Also write a GIF beside the mp4."""
+    fps: int = 10
+    """Frames per second of the video."""
+    hold: int = 5
+    """Extra copies of each episode's last frame, so its result stays readable."""
+    device: str = "cpu"
+    """'cpu', 'cuda' or 'auto'."""
+    threads: int = 1
+    """torch CPU threads (acting is one small forward per step)."""
+
+
+def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
+    """Run the episodes into one video; return success rate, mean return and the paths."""
+    if cfg.episodes < 1 or cfg.fps < 1 or cfg.hold < 0:
+        raise ValueError(f"need --episodes >= 1, --fps >= 1, --hold >= 0; got {cfg.episodes}, {cfg.fps}, {cfg.hold}")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    loaded = load_policy(Path(cfg.run_dir), None if cfg.checkpoint is None else Path(cfg.checkpoint), cfg.device)
+    seed = loaded.config.run.seed if cfg.seed is None else cfg.seed
+    out = Path(cfg.output) if cfg.output else Path(cfg.run_dir) / "rollouts" / f"rollout_{loaded.checkpoint.stem}.mp4"
+    recorder = VideoRecorder(out, fps=cfg.fps)
+    policy = policy_fn(loaded.learner, cfg.deterministic)
+    env = loaded.make_env()
+    successes, returns = [], []
+    try:
+        for i in range(cfg.episodes):
+            success, ret = record_episode(env, policy, EVAL_SEED_OFFSET + 1000 * seed + i, i, recorder, cfg.hold)
+            successes.append(success)
+            returns.append(ret)
+            print(f"episode {i}: {'success' if success else 'fail'}, return {ret:.2f}", flush=True)
+    finally:
+        env.close()
+    recorder.save(gif=cfg.gif)
+    result = {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns)),
+              "episodes": cfg.episodes, "video": str(out), "checkpoint": str(loaded.checkpoint),
+              "domain": loaded.domain}
+    print(f"{loaded.domain} {loaded.checkpoint} {loaded.step_info}: success rate {result['success_rate']:.2f} "
+          f"over {cfg.episodes} episodes, mean return {result['mean_return']:.2f}; video {out}"
+          + (f" and {out.with_suffix('.gif')}" if cfg.gif else ""))
+    return result
+
+
+def record_episode(env, policy, seed: int, index: int, recorder: VideoRecorder, hold: int) -> tuple[bool, float]:
+    """One episode to termination or time limit, every frame captioned with episode, step,
+    return so far and success; the last frame is repeated `hold` times."""
+    obs, _ = env.reset(seed=int(seed))
+    success, total, step = False, 0.0, 0
+    recorder.add(env.render(), [caption(index, step, total, success)])
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(np.asarray(policy(obs), dtype=np.float32))
+        step += 1
+        total += float(reward)
+        success = success or is_success(info, terminated)
+        done = terminated or truncated
+        recorder.add(env.render(), [caption(index, step, total, success)])
+    for _ in range(hold):
+        recorder.add(recorder.frames[-1])
+    return success, total
+
+
+if __name__ == "__main__":
+    rollout(tyro.cli(RolloutConfig))
