@@ -163,7 +163,7 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
         learner.load_state_dict(state["learner"])
     except (RuntimeError, KeyError) as err:
         raise ValueError(f"{checkpoint}: weights do not fit the networks described by "
-                         f"{run_dir / CONFIG_FILE} ({str(err).splitlines()[0]})") from err
+                         f"{run_dir / CONFIG_FILE} ({' '.join(str(err).split())[:300]})") from err
     learner.encoder.eval()
     counters = state.get("counters", {})
     info = {k: counters[k] for k in ("offline_updates", "online_updates", "env_steps") if k in counters}

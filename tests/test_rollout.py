@@ -1,0 +1,104 @@
+"""rollout.py: rebuild a run (visual or state) from config.json + latest.pt, write a
+decodable captioned mp4 (and GIF), report the success rate; clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from calql_robot.checkpoint import save_run_checkpoint
+from calql_robot.config import to_dict
+from calql_robot.learner import CalQLLearner
+from calql_robot.policy_io import from_dict, load_policy, read_run_config
+from calql_robot.state_domain import StateExperimentConfig
+from calql_robot.visual_domain import PRESETS, VisualExperimentConfig
+from rollout import RolloutConfig, rollout
+from tests.visual_tiny_run import ROOT, tiny_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.getbasetemp() / "visual_tiny")
+
+
+def test_rollout_of_a_visual_run_writes_a_decodable_captioned_video(run, tmp_path):
+    run_dir, _ = run
+    out = tmp_path / "roll.mp4"
+    proc = subprocess.run([sys.executable, "rollout.py", "--run-dir", str(run_dir), "--episodes", "2",
+                           "--output", str(out), "--gif", "--hold", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "success rate" in proc.stdout and "pickplace_visual" in proc.stdout
+    frames = iio.imread(out, index=None)
+    # two episodes of at most 40 steps: (T + 1 + hold) frames each, 256 px render frames
+    assert 2 * (2 + 3) <= frames.shape[0] <= 2 * (41 + 3) and frames.shape[1:] == (256, 256, 3)
+    gif = iio.imread(out.with_suffix(".gif"), index=None)  # Pillow merges repeated (held) frames
+    assert gif.shape[1:] == (256, 256, 3) and 2 * 2 <= gif.shape[0] <= frames.shape[0]
+
+
+def test_rollout_matches_the_runs_final_evaluation(run):
+    """Same checkpoint, same seeds, deterministic policy: the final eval's success again."""
+    run_dir, _ = run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    result = rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, output=str(run_dir / "r.mp4")))
+    assert result["success_rate"] == summary["final_success"]
+    assert result["mean_return"] == pytest.approx(summary["final_return"])
+
+
+def test_loaded_visual_policy_equals_the_checkpoint(run):
+    run_dir, _ = run
+    loaded = load_policy(run_dir)
+    state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=True)
+    for name, value in state["learner"]["encoder"].items():
+        assert torch.equal(loaded.learner.encoder.state_dict()[name], value), name
+    assert loaded.step_info["offline_updates"] > 0
+
+
+def test_state_run_round_trip(tmp_path):
+    cfg = StateExperimentConfig()
+    cfg.learner.critic_hidden, cfg.learner.actor_hidden = (16, 16), (16,)
+    run_dir = tmp_path / "state_run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(to_dict(cfg)))
+    domain, back = read_run_config(run_dir)
+    assert domain == "pickplace_state" and back == cfg
+    from sim.pickplace_env import PRIVILEGED_DIM
+
+    learner = CalQLLearner(cfg.learner, PRIVILEGED_DIM, 7)
+    save_run_checkpoint(run_dir / "checkpoints", {"learner": learner.state_dict()}, 0)
+    result = rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, output=str(tmp_path / "s.mp4")))
+    assert result["domain"] == "pickplace_state" and 0.0 <= result["success_rate"] <= 1.0
+    assert iio.imread(tmp_path / "s.mp4", index=None).shape[0] >= 2
+
+
+def test_config_round_trip_keeps_types_and_infinities():
+    cfg = PRESETS["paper"]
+    back = from_dict(VisualExperimentConfig, json.loads(json.dumps(to_dict(cfg))))
+    assert back == cfg and isinstance(back.data.held_out_task, tuple)
+    assert back.learner.cql_clip_min == -np.inf
+    with pytest.raises(ValueError, match="unknown keys"):
+        from_dict(VisualExperimentConfig, {**to_dict(cfg), "bogus": 1})
+
+
+def test_clear_errors(tmp_path, run):
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        load_policy(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_policy(tmp_path / "empty")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps({"domain": "antmaze"}))
+    with pytest.raises(ValueError, match="unknown domain 'antmaze'"):
+        load_policy(odd)
+    no_ckpt = tmp_path / "no_ckpt"
+    no_ckpt.mkdir()
+    (no_ckpt / "config.json").write_text((run[0] / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_policy(no_ckpt)
