@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
-import torch
 from torch import nn
 
 from calql_robot.checkpoint import latest_checkpoint, load_checkpoint
@@ -171,8 +170,5 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
 
 
 def policy_fn(learner: CalQLLearner, deterministic: bool) -> Callable[[Any], Any]:
-    """The learner as an `obs -> action` function for `calql_robot.rollouts.run_episode`."""
-    @torch.no_grad()
-    def act(obs: Any) -> Any:
-        return learner.act(obs, deterministic=deterministic)
-    return act
+    """The learner as an `obs -> action` function (act() itself runs under no_grad)."""
+    return lambda obs: learner.act(obs, deterministic=deterministic)

@@ -69,16 +69,20 @@ class VisualExperimentConfig:
 def _cpu_preset() -> VisualExperimentConfig:
     """Sized for this 2-core CPU: `python train_visual.py` (collection included) in ~15 min.
 
-    48 px frames (COG's size): the conv encoder costs ~2x less than at 64 px. 24 tasks x 12
-    episodes keeps PTR's many-tasks shape; batch 64 at UTD 1 keeps updates affordable.
+    48 px frames (COG's size): the conv encoder costs ~2x less than at 64 px. 24 tasks x 20
+    episodes (~11K transitions, ~100 s to collect) keeps PTR's many-tasks shape. Measured on
+    a quiet machine (bench/visual.py): 21 updates/s at batch 64 with 2 threads (6 at 256),
+    so 8000 offline + 2500 online updates take ~9 of the 15 minutes. Two torch threads are
+    1.8x faster than one when the cores are free, but far slower when other processes load
+    them (OpenMP threads wait on each other): pass --run.threads 1 on a busy machine.
     """
     return VisualExperimentConfig(
         learner=dataclasses.replace(LEARNER_PRESETS["visual"]),
-        loop=LoopConfig(offline_steps=3000, online_env_steps=1200, utd=1, batch_size=64, mixing_ratio=0.5,
-                        eval_episodes=10, eval_every_offline=1000, eval_every=400, checkpoint_every=500,
+        loop=LoopConfig(offline_steps=8000, online_env_steps=2500, utd=1, batch_size=64, mixing_ratio=0.5,
+                        eval_episodes=10, eval_every_offline=2000, eval_every=500, checkpoint_every=1000,
                         log_every=100),
         run=RunConfig(name="pickplace-visual-cpu", threads=2),
-        data=PickPlaceDataConfig(output="datasets/pickplace_cpu_48px.hdf5", episodes_per_task=12, image_size=48),
+        data=PickPlaceDataConfig(output="datasets/pickplace_cpu_48px.hdf5", episodes_per_task=20, image_size=48),
     )
 
 
