@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from calql_robot.atomic import atomic_write
+
 LATEST_NAME = "latest.pt"
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 _NDARRAY_TAG = "__ndarray__"
@@ -80,16 +82,7 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
         raise TypeError(f"{path}: checkpoint state must be a dict, got {type(state).__name__}")
     check_weights_only_safe(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: torch.save(dict(state), f), binary=True)
 
 
 def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:

@@ -46,6 +46,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from calql_robot.atomic import atomic_write
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_id.txt"
@@ -58,22 +60,9 @@ _STR_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.i
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and `os.replace`.
-
-    Why: a crash mid-write must leave either the old file or the new one, never half a
-    file. The temp file lives in the same directory so `os.replace` is an atomic rename.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write `text` to `path` atomically (calql_robot/atomic.py): a crash mid-write must
+    leave either the old file or the new one, never half a file."""
+    atomic_write(path, lambda f: f.write(text))
 
 
 def to_jsonable(obj: Any, where: str = "config") -> Any:
