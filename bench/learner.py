@@ -83,12 +83,24 @@ def updates_per_second(learner: CalQLLearner, batches: list[dict], updates: int,
     return float(np.median(rates))
 
 
+def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) -> None:
+    """Where an update's time goes, op by op and input shape (profiler overhead included)."""
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for i in range(updates):
+            learner.update(batches[i % len(batches)])
+    print(f"torch.profiler, {updates} updates:")
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=30, max_shapes_column_width=60))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--updates", type=int, default=40, help="updates per timed block")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 updates")
     args = parser.parse_args()
     malloc_tuned = False if args.no_tune_malloc else tune_malloc()
     torch.set_num_threads(args.threads)
@@ -98,6 +110,8 @@ def main() -> None:
     learner = CalQLLearner(LEARNER_PRESETS["antmaze"], OBS_DIM, ACTION_DIM, device=device)
     batches = [batch_to_torch(random_batch(rng), device) for _ in range(8)]
     ups = updates_per_second(learner, batches, args.updates, device)
+    if args.profile:
+        print_profile(learner, batches)
     rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device) for m, k, n in MATMUL_SHAPES}
     ceiling = max(rates.values())
     achieved = ups * GFLOP_PER_UPDATE
