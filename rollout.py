@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import tyro
 
-from calql_robot.loop import EVAL_SEED_OFFSET
+from calql_robot.loop import eval_seed_base
 from calql_robot.policy_io import load_policy, policy_fn
 from calql_robot.rollouts import is_success
 from calql_robot.video import VideoRecorder, caption
@@ -68,7 +68,7 @@ def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
     successes, returns = [], []
     try:
         for i in range(cfg.episodes):
-            success, ret = record_episode(env, policy, EVAL_SEED_OFFSET + 1000 * seed + i, i, recorder, cfg.hold)
+            success, ret = record_episode(env, policy, eval_seed_base(seed) + i, i, recorder, cfg.hold)
             successes.append(success)
             returns.append(ret)
             print(f"episode {i}: {'success' if success else 'fail'}, return {ret:.2f}", flush=True)

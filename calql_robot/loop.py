@@ -40,6 +40,14 @@ EVAL_SEED_OFFSET = 10_000_000  # eval episode seeds never meet training episode 
 EPISODE_SEED_STRIDE = 1_000_003
 
 
+def eval_seed_base(run_seed: int) -> int:
+    """Seed of a run's first evaluation episode; episode i uses base + i (< 1000 episodes).
+
+    Shared by the loop's evaluations and rollout.py, so a rollout of a checkpoint faces the
+    same initial states as the run's own evaluations."""
+    return EVAL_SEED_OFFSET + 1000 * run_seed
+
+
 class TrainingStopped(RuntimeError):
     """The run stopped on a non-finite loss; the last good checkpoint is kept."""
 
@@ -130,7 +138,7 @@ class Trainer:
         recorder = VideoRecorder(path, enabled=self.videos)
         policy = lambda obs: self.learner.act(obs, deterministic=True)  # noqa: E731
         result = evaluate(self.eval_env, policy, self.loop.eval_episodes,
-                          EVAL_SEED_OFFSET + 1000 * self.seed, recorder)  # < 1000 eval episodes
+                          eval_seed_base(self.seed), recorder)
         self.logger.log({**result.as_metrics(), **self._progress_metrics()}, self.step, self._phase())
         return result
 
