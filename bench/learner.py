@@ -1,13 +1,15 @@
 """Updates per second of the Cal-QL learner at the AntMaze preset, against this machine's
 fp32 matmul rate at the shapes that dominate the update.
 
-    python bench/learner.py [--threads 2] [--updates 60] [--device cpu]
+    python bench/learner.py [--threads 2] [--updates 30] [--rounds 5] [--device cpu]
 
 Preset: obs 29, actions 8, actor 256x2, critics 256x4, batch 256, 10 CQL actions, max
 backup over 10, Lagrange. One official update is counted as 23.7 GFLOP (critic forward
 0.413 MFLOP per row; trained critics 2 x 7,936 rows x 3 for forward and backward = 19.65;
 critics inside the policy loss 0.63; target critics over 5,120 backup rows 2.11; actor
-1.30) whatever this implementation does to save work. The last line is one JSON object.
+1.30) whatever this implementation does to save work. The learner and the matmul ceiling
+are timed in alternating rounds and `ceiling_fraction` is the median of the per-round
+ratios. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -67,20 +69,35 @@ def random_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def updates_per_second(learner: CalQLLearner, batches: list[dict], updates: int,
-                       device: torch.device) -> float:
-    """Median rate over 3 timed blocks after a warm-up (batches already on the device)."""
+def timed_updates(learner: CalQLLearner, batches: list[dict], updates: int, device: torch.device) -> float:
+    """Updates per second over one block of `updates` consecutive updates."""
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(updates):
+        learner.update(batches[i % len(batches)])
+    _sync(device)
+    return updates / (time.perf_counter() - start)
+
+
+def interleaved_rounds(learner: CalQLLearner, batches: list[dict], updates: int, rounds: int,
+                       device: torch.device) -> list[dict[str, float]]:
+    """Rounds of (one block of learner updates, then the matmul ceiling at each shape).
+
+    A shared 2-core VM drifts by 10-20% over a minute; timing the learner and the ceiling
+    back to back in every round and taking the median of the per-round ratios keeps that
+    drift out of `ceiling_fraction`, where one early learner block against one late
+    ceiling would not.
+    """
     for b in batches[:5]:
         learner.update(b)
-    rates = []
-    for _ in range(3):
-        _sync(device)
-        start = time.perf_counter()
-        for i in range(updates):
-            learner.update(batches[i % len(batches)])
-        _sync(device)
-        rates.append(updates / (time.perf_counter() - start))
-    return float(np.median(rates))
+    out = []
+    for _ in range(rounds):
+        ups = timed_updates(learner, batches, updates, device)
+        rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device, seconds=1.0) for m, k, n in MATMUL_SHAPES}
+        ceiling = max(rates.values())
+        out.append({"updates_per_s": ups, "ceiling": ceiling,
+                    "fraction": ups * GFLOP_PER_UPDATE / ceiling, **rates})
+    return out
 
 
 def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) -> None:
@@ -97,7 +114,8 @@ def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--updates", type=int, default=40, help="updates per timed block")
+    parser.add_argument("--updates", type=int, default=30, help="updates per timed block")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved (updates, matmul) rounds")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 updates")
@@ -109,17 +127,24 @@ def main() -> None:
     rng = np.random.default_rng(0)
     learner = CalQLLearner(LEARNER_PRESETS["antmaze"], OBS_DIM, ACTION_DIM, device=device)
     batches = [batch_to_torch(random_batch(rng), device) for _ in range(8)]
-    ups = updates_per_second(learner, batches, args.updates, device)
+    rounds = interleaved_rounds(learner, batches, args.updates, args.rounds, device)
     if args.profile:
         print_profile(learner, batches)
-    rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device) for m, k, n in MATMUL_SHAPES}
-    ceiling = max(rates.values())
+
+    def median(key: str) -> float:
+        return float(np.median([r[key] for r in rounds]))
+
+    ups, ceiling, fraction = median("updates_per_s"), median("ceiling"), median("fraction")
+    rates = {f"{m}x{k}@{k}x{n}": median(f"{m}x{k}@{k}x{n}") for m, k, n in MATMUL_SHAPES}
     achieved = ups * GFLOP_PER_UPDATE
+    fractions = [r["fraction"] for r in rounds]
     result = {
         "updates_per_s": round(ups, 3), "achieved_gflops": round(achieved, 2),
         "matmul_gflops": round(ceiling, 2),
         "matmul_gflops_by_shape": {k: round(v, 2) for k, v in rates.items()},
-        "ceiling_fraction": round(achieved / ceiling, 3), "threads": args.threads, "malloc_tuned": malloc_tuned,
+        "ceiling_fraction": round(fraction, 3),
+        "ceiling_fraction_range": [round(min(fractions), 3), round(max(fractions), 3)],
+        "rounds": args.rounds, "threads": args.threads, "malloc_tuned": malloc_tuned,
         "device": str(device), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
     }
     print(f"Cal-QL update, AntMaze preset, batch {BATCH}, {args.threads} threads, {device}")
@@ -127,7 +152,9 @@ def main() -> None:
     print(f"  achieved GFLOP/s     {achieved:8.2f}  (counting {GFLOP_PER_UPDATE} GFLOP per update)")
     for name, rate in rates.items():
         print(f"  matmul {name:>18} {rate:8.2f} GFLOP/s")
-    print(f"  ceiling fraction     {achieved / ceiling:8.3f}  (against the faster matmul shape)")
+    print(f"  ceiling fraction     {fraction:8.3f}  (median over {args.rounds} rounds of updates/s x "
+          f"{GFLOP_PER_UPDATE} / the faster matmul shape in the same round; "
+          f"range {min(fractions):.3f}-{max(fractions):.3f})")
     print(json.dumps(result))
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from calql_robot.networks import AddReLU, CriticEnsemble, TanhGaussianActor, tanh_log_det
+from calql_robot.networks import AddReLU, CriticEnsemble, EnsembleHead, TanhGaussianActor, tanh_log_det
 
 
 @pytest.mark.parametrize("shape,y_shape,view", [
@@ -47,6 +47,39 @@ def test_ensemble_equals_independent_mlps_on_concat() -> None:
             if i < len(critic.weights) - 1:
                 x = F.relu(x)
         torch.testing.assert_close(got[e], x[..., 0])
+
+
+def test_ensemble_gradients_equal_autograd_reference() -> None:
+    """The hand-written backwards (in-place relu mask, EnsembleHead) against plain autograd,
+    for every weight, bias and both inputs, with a loss that mixes all outputs."""
+    torch.manual_seed(5)
+    critic = CriticEnsemble(2, obs_dim=4, action_dim=3, hidden=(16, 16, 8)).double()
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    obs = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    actions = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
+    mix = torch.randn(2, 6, 5, dtype=torch.float64)
+    inputs = (obs, actions, *critic.parameters())
+    got = torch.autograd.grad((critic(obs, actions) * mix).sum(), inputs)
+    x = torch.cat([obs.expand(6, 5, 4), actions], dim=-1).unsqueeze(0).expand(2, 6, 5, 7)
+    for i, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+        x = x @ w.unsqueeze(1) + b.unsqueeze(1)
+        if i < len(critic.weights) - 1:
+            x = F.relu(x)
+    ref = torch.autograd.grad((x[..., 0] * mix).sum(), inputs)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r)
+
+
+def test_ensemble_head_skips_gradients_nobody_needs() -> None:
+    h = torch.randn(2, 7, 4, requires_grad=True)
+    w, b = torch.randn(2, 4, 1), torch.randn(2, 1, 1, requires_grad=True)
+    out = EnsembleHead.apply(h, w, b)
+    torch.testing.assert_close(out, torch.baddbmm(b, h, w))
+    gh, gb = torch.autograd.grad(out.sum(), (h, b))
+    torch.testing.assert_close(gh, w.transpose(1, 2).expand(2, 7, 4))
+    torch.testing.assert_close(gb, torch.full((2, 1, 1), 7.0))
 
 
 def test_orthogonal_init_gains_and_zero_bias() -> None:
