@@ -80,7 +80,7 @@ def timed_updates(learner: CalQLLearner, batches: list[dict], updates: int, devi
 
 
 def interleaved_rounds(learner: CalQLLearner, batches: list[dict], updates: int, rounds: int,
-                       device: torch.device) -> list[dict[str, float]]:
+                       device: torch.device, matmul_seconds: float = 1.0) -> list[dict[str, float]]:
     """Rounds of (one block of learner updates, then the matmul ceiling at each shape).
 
     A shared 2-core VM drifts by 10-20% over a minute; timing the learner and the ceiling
@@ -93,7 +93,7 @@ def interleaved_rounds(learner: CalQLLearner, batches: list[dict], updates: int,
     out = []
     for _ in range(rounds):
         ups = timed_updates(learner, batches, updates, device)
-        rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device, seconds=1.0) for m, k, n in MATMUL_SHAPES}
+        rates = {f"{m}x{k}@{k}x{n}": matmul_gflops(m, k, n, device, matmul_seconds) for m, k, n in MATMUL_SHAPES}
         ceiling = max(rates.values())
         out.append({"updates_per_s": ups, "ceiling": ceiling,
                     "fraction": ups * GFLOP_PER_UPDATE / ceiling, **rates})
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--updates", type=int, default=30, help="updates per timed block")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved (updates, matmul) rounds")
+    parser.add_argument("--matmul-seconds", type=float, default=1.0, help="timing window per matmul shape per round")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 updates")
@@ -127,7 +128,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     learner = CalQLLearner(LEARNER_PRESETS["antmaze"], OBS_DIM, ACTION_DIM, device=device)
     batches = [batch_to_torch(random_batch(rng), device) for _ in range(8)]
-    rounds = interleaved_rounds(learner, batches, args.updates, args.rounds, device)
+    rounds = interleaved_rounds(learner, batches, args.updates, args.rounds, device, args.matmul_seconds)
     if args.profile:
         print_profile(learner, batches)
 
