@@ -121,6 +121,11 @@ def main() -> None:
     parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 updates")
     args = parser.parse_args()
+    for name in ("threads", "updates", "rounds"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.matmul_seconds <= 0:
+        parser.error(f"--matmul-seconds must be > 0, got {args.matmul_seconds}")
     malloc_tuned = False if args.no_tune_malloc else tune_malloc()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
