@@ -108,7 +108,7 @@ def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) 
             learner.update(batches[i % len(batches)])
     print(f"torch.profiler, {updates} updates:")
     print(prof.key_averages(group_by_input_shape=True).table(
-        sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=30, max_shapes_column_width=60))
+        sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=30, max_shapes_column_width=60))
 
 
 def main() -> None:

@@ -30,8 +30,7 @@ class AddReLU(torch.autograd.Function):
     `owns_grad=True` promises that the output feeds exactly one op whose backward returns
     a fresh gradient tensor (a bmm or `EnsembleHead`, as inside `CriticEnsemble`); the relu
     mask is then applied in place on that gradient, which saves allocating and writing a
-    second (E, rows, 256) buffer per layer (~0.9 -> ~0.4 ms per call at the AntMaze preset
-    on a 2-core machine, `bench/learner.py --profile`). Never set it when a caller may hold
+    second (E, rows, 256) buffer per layer (profiles in BENCHMARKS.md). Never set it when a caller may hold
     the gradient (e.g. `grad_outputs` passed to `torch.autograd.grad`).
     """
 
@@ -67,14 +66,17 @@ class EnsembleHead(torch.autograd.Function):
 
     Same values as `torch.baddbmm(b, h, w)`; only the backward is arranged for CPU speed.
     With one output unit autograd's generic matmul backward runs two degenerate GEMMs,
-    `h^T @ g` (a strided matrix-vector product, ~3.7 ms at (2, 7936, 256) here) and
-    `g @ w^T` (an outer product, ~1.9 ms); as `g^T @ h` and a broadcast multiply they take
-    ~0.2 and ~0.1 ms. The gradient for h it returns is a fresh tensor, which is what lets
+    `h^T @ g` (a strided matrix-vector product) and `g @ w^T` (an outer product). `g^T @ h`
+    takes about a third of the time of the first; the broadcast multiply costs about what
+    the outer product did (both write one (E, R, H) buffer). Profiles in BENCHMARKS.md.
+    The gradient for h it returns is a fresh tensor, which is what lets
     the AddReLU feeding this head mask it in place (`owns_grad`).
     """
 
     @staticmethod
     def forward(ctx, h: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if w.shape[-1] != 1:
+            raise ValueError(f"EnsembleHead computes one output unit; got a weight of shape {tuple(w.shape)}")
         ctx.save_for_backward(h, w)
         return torch.baddbmm(b, h, w)
 

@@ -72,7 +72,7 @@ def test_ensemble_gradients_equal_autograd_reference() -> None:
         torch.testing.assert_close(g, r)
 
 
-def test_ensemble_head_skips_gradients_nobody_needs() -> None:
+def test_ensemble_head_values_and_gradients() -> None:
     h = torch.randn(2, 7, 4, requires_grad=True)
     w, b = torch.randn(2, 4, 1), torch.randn(2, 1, 1, requires_grad=True)
     out = EnsembleHead.apply(h, w, b)
@@ -119,3 +119,8 @@ def test_stable_tanh_log_det_matches_naive_where_naive_is_finite() -> None:
     x = torch.linspace(-8, 8, 101, dtype=torch.float64)
     torch.testing.assert_close(tanh_log_det(x), torch.log(1 - torch.tanh(x) ** 2))
     assert torch.isfinite(tanh_log_det(torch.tensor([40.0, -40.0]))).all()
+
+
+def test_ensemble_head_rejects_more_than_one_output() -> None:
+    with pytest.raises(ValueError, match="one output unit"):
+        EnsembleHead.apply(torch.randn(2, 7, 4), torch.randn(2, 4, 3), torch.randn(2, 1, 3))
