@@ -8,7 +8,7 @@
 import tyro
 
 from calql_robot.experiment import run_experiment
-from calql_robot.state_domain import StateExperimentConfig, build_state_domain
+from calql_robot.domains.pickplace_state import StateExperimentConfig, build_state_domain
 
 
 def main(cfg: StateExperimentConfig) -> None:

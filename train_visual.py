@@ -13,7 +13,7 @@ import sys
 import tyro
 
 from calql_robot.experiment import run_experiment
-from calql_robot.visual_domain import PRESETS, VisualExperimentConfig, build_visual_domain
+from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig, build_visual_domain
 
 
 def parse(argv: list[str]) -> VisualExperimentConfig:

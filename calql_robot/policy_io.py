@@ -37,7 +37,7 @@ class DomainSpec:
 def _state_spec() -> DomainSpec:
     from sim import make_pickplace
 
-    from calql_robot.state_domain import StateExperimentConfig
+    from calql_robot.domains.pickplace_state import StateExperimentConfig
 
     def make_env(cfg: StateExperimentConfig) -> gym.Env:
         # the same env as state_domain.build_state_domain's make_env
@@ -50,7 +50,7 @@ def _state_spec() -> DomainSpec:
 
 
 def _visual_spec() -> DomainSpec:
-    from calql_robot.visual_domain import VisualExperimentConfig, make_visual_env, make_visual_modules
+    from calql_robot.domains.pickplace_visual import VisualExperimentConfig, make_visual_env, make_visual_modules
 
     def make_modules(cfg: VisualExperimentConfig, env: gym.Env) -> tuple[nn.Module, int]:
         encoder, _, feature_dim = make_visual_modules(cfg, env.observation_space)

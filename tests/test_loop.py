@@ -19,7 +19,7 @@ from calql_robot.experiment import run_experiment
 from calql_robot.learner import CalQLLearner, NonFiniteLossError
 from calql_robot.loop import Trainer, TrainingStopped
 from calql_robot.runlog import read_metrics
-from calql_robot.state_domain import ScriptedDataConfig, StateExperimentConfig, build_state_domain
+from calql_robot.domains.pickplace_state import ScriptedDataConfig, StateExperimentConfig, build_state_domain
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from calql_robot.checkpoint import save_run_checkpoint
 from calql_robot.config import to_dict
 from calql_robot.learner import CalQLLearner
 from calql_robot.policy_io import from_dict, load_policy, read_run_config
-from calql_robot.state_domain import StateExperimentConfig
-from calql_robot.visual_domain import PRESETS, VisualExperimentConfig
+from calql_robot.domains.pickplace_state import StateExperimentConfig
+from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig
 from rollout import RolloutConfig, rollout
 from tests.visual_tiny_run import ROOT, tiny_run
 

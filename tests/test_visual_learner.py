@@ -10,7 +10,7 @@ import torch
 from calql_robot.config import LEARNER_PRESETS, replace
 from calql_robot.learner import CalQLLearner, batch_to_torch
 from calql_robot.losses import compute_losses
-from calql_robot.visual_domain import EncoderConfig, VisualExperimentConfig, make_visual_modules
+from calql_robot.domains.pickplace_visual import EncoderConfig, VisualExperimentConfig, make_visual_modules
 from bench.visual import _space, filled_buffer
 
 PX, ACT = 32, 7

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from calql_robot.checkpoint import load_checkpoint
-from calql_robot.visual_domain import PRESETS, VisualExperimentConfig, check_visual_config
+from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig, check_visual_config
 from tests.visual_tiny_run import HORIZON, OFFLINE_STEPS, ONLINE_STEPS, run_train, tiny_args, tiny_run
 
 
