@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig, to_dict
-from calql_robot.learner import CalQLLearner, resolve_device
+from calql_robot.agents import BCConfig, make_learner
+from calql_robot.learner import resolve_device
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
 from calql_robot.runlog import RunLogger, atomic_write_text, make_run_dir
@@ -37,6 +38,8 @@ class Domain:
     feature_dim: int
     encoder: nn.Module | None = None
     augment: nn.Module | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    """Facts the domain derived from its data (e.g. `obs_normalization`), added to config.json."""
 
 
 def seed_everything(seed: int) -> None:
@@ -94,11 +97,17 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
         saved["run"]["resume"] = False  # how this process started, not a setting of the run
     logger = RunLogger(run_dir, saved, wandb_mode=run.wandb, run_name=run.name, resume=run.resume)
     domain = build_domain()
+    logger.add_derived(domain.record)
+    algo = getattr(config, "algo", "calql")
+    if algo == "bc" and loop.online_env_steps:
+        print(f"--algo bc learns offline only: skipping the {loop.online_env_steps} online env steps")
+        loop = replace(loop, online_env_steps=0)
     probe = domain.make_env()
     online = online_buffer_for(probe, loop.online_env_steps)
     action_dim = probe.action_space.shape[0]
     probe.close()
-    learner = CalQLLearner(learner_cfg, domain.feature_dim, action_dim, domain.encoder, domain.augment, device)
+    learner = make_learner(algo, learner_cfg, getattr(config, "bc", BCConfig()), domain.feature_dim, action_dim,
+                           domain.encoder, domain.augment, device)
     trainer = Trainer(learner, domain.offline, online, domain.make_env, loop, reward, logger, run.seed,
                       progress=run.progress, videos=videos)
     try:

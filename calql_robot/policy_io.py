@@ -21,8 +21,9 @@ import gymnasium as gym
 from torch import nn
 
 from calql_robot.checkpoint import latest_checkpoint, load_checkpoint
+from calql_robot.agents import BCConfig, make_learner
 from calql_robot.learner import CalQLLearner, resolve_device
-from calql_robot.runlog import CONFIG_FILE
+from calql_robot.runlog import CONFIG_FILE, DERIVED_KEYS
 
 
 @dataclass
@@ -38,13 +39,16 @@ def _state_spec() -> DomainSpec:
     from sim import make_pickplace
 
     from calql_robot.domains.pickplace_state import StateExperimentConfig
+    from encoders.normalize import ObsNormalizer
 
     def make_env(cfg: StateExperimentConfig) -> gym.Env:
-        # the same env as state_domain.build_state_domain's make_env
+        # the same env as pickplace_state.build_state_domain's make_env
         return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
 
-    def make_modules(cfg: StateExperimentConfig, env: gym.Env) -> tuple[None, int]:
-        return None, int(env.observation_space.shape[0])
+    def make_modules(cfg: StateExperimentConfig, env: gym.Env) -> tuple[nn.Module | None, int]:
+        dim = int(env.observation_space.shape[0])
+        # the checkpoint's encoder buffers overwrite the placeholder statistics
+        return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
 
     return DomainSpec(StateExperimentConfig, make_env, make_modules)
 
@@ -113,6 +117,8 @@ def read_run_config(run_dir: Path) -> tuple[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run directory?")
     data = json.loads(path.read_text(encoding="utf-8"))
+    for key in DERIVED_KEYS:  # facts of the run's data, not config fields
+        data.pop(key, None)
     domain = data.get("domain", _legacy_domain(data))
     if domain not in DOMAINS:
         raise ValueError(f"{path}: unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAINS))}")
@@ -154,7 +160,8 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
     finally:
         env.close()
     dev = resolve_device(device)
-    learner = CalQLLearner(cfg.learner, feature_dim, action_dim, encoder=encoder, device=dev)
+    learner = make_learner(getattr(cfg, "algo", "calql"), cfg.learner, getattr(cfg, "bc", BCConfig()),
+                           feature_dim, action_dim, encoder=encoder, device=dev)
     state = load_checkpoint(Path(checkpoint), map_location=dev)
     if "learner" not in state:
         raise KeyError(f"{checkpoint}: checkpoint has no 'learner' entry (keys: {sorted(state)})")
