@@ -48,11 +48,13 @@ def default_state_learner() -> LearnerConfig:
     - 4 CQL actions per set (paper: 10): 1.6x faster on the CPU; with both gripper values
       enumerated each policy set is already 8 critic evaluations per state;
     - the TD3+BC actor term (bc_weight 2.5), a named option and not part of Cal-QL: without
-      it the same preset reached 0.45 at the switch and dipped to 0.0-0.15 online.
+      it the same preset reached 0.45 at the switch and dipped to 0.0-0.15 online;
+    - CQL weight 5 online as offline (the visual column's 0.5 online let the CQL gap jump
+      from 0.4 to 20 within 600 env steps and success fall 0.75 -> 0.0; with 5: 0.75 -> 0.6).
     Pass `--learner.bc-weight 0` for pure Cal-QL, `--learner.no-calql-bound` for CQL.
     """
     return LearnerConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=1e-3, cql_weight=5.0,
-                         cql_weight_online=0.5, lagrange=True, target_action_gap=0.8, cql_n_actions=4,
+                         cql_weight_online=None, lagrange=True, target_action_gap=0.8, cql_n_actions=4,
                          backup_k=4, discrete_gripper=True, bc_weight=2.5)
 
 
