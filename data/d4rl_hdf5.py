@@ -32,7 +32,7 @@ import numpy as np
 from data.schema import DatasetFormatError
 from data.transitions import Transitions, make_transitions
 
-__all__ = ["read_d4rl_hdf5"]
+__all__ = ["from_d4rl_arrays", "load_with_d4rl", "read_d4rl_hdf5"]
 
 REQUIRED = {"observations": 2, "actions": 2, "rewards": 1, "terminals": 1}
 """Keys every D4RL file has, with their rank (``rewards``/flags may be stored (N, 1))."""
@@ -45,8 +45,12 @@ def read_d4rl_hdf5(path: str | os.PathLike) -> Transitions:
     Raises :class:`DatasetFormatError` naming the file and the key for a missing key,
     mismatched row counts or non-finite values.
     """
-    src = str(path)
     arrays, notes = _read_arrays(Path(path))
+    return from_d4rl_arrays(str(path), arrays, notes)
+
+
+def from_d4rl_arrays(src: str, arrays: dict[str, np.ndarray], notes: list[str]) -> Transitions:
+    """qlearning_dataset semantics on already-read D4RL arrays (a file, or ``get_dataset()``)."""
     n = arrays["rewards"].shape[0]
     if n < 2:
         raise DatasetFormatError(src, "rewards", f"{n} rows; need >= 2 (next obs is the next row)")
@@ -126,3 +130,28 @@ def _flag(arr: np.ndarray, src: str, key: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.number) and np.all((arr == 0) | (arr == 1)):
         return arr.astype(bool)
     raise DatasetFormatError(src, key, f"expected bool or 0/1 flags, got dtype {arr.dtype}")
+
+
+def load_with_d4rl(name: str) -> Transitions:
+    """``--dataset d4rl:<name>``: the dataset through the d4rl package, when it imports.
+
+    d4rl needs mujoco-py and the MuJoCo 2.1 binaries, so on most machines it does not; the
+    error then says to pass the downloaded HDF5 file instead (same reader, same result).
+    """
+    try:
+        import d4rl  # noqa: F401
+        import gym  # d4rl registers its envs with the old gym package
+    except Exception as err:  # noqa: BLE001 - any import failure means "not usable here"
+        raise RuntimeError(
+            f"d4rl:{name}: the d4rl package cannot be imported here ({type(err).__name__}: "
+            f"{err}); it needs mujoco-py and MuJoCo 2.1. Pass the downloaded HDF5 file "
+            f"instead: --dataset ~/.d4rl/datasets/<file>.hdf5") from err
+    raw = gym.make(name).get_dataset()
+    arrays = {k: np.asarray(raw[k]) for k in ("observations", "actions", "rewards", "terminals")}
+    arrays["timeouts"] = np.asarray(raw.get("timeouts", np.zeros(len(arrays["rewards"]), bool)))
+    for key in ("terminals", "timeouts"):
+        arrays[key] = _flag(arrays[key], f"d4rl:{name}", key)
+    if "infos/goal_achieved" in raw:
+        arrays["infos/goal_achieved"] = _flag(np.asarray(raw["infos/goal_achieved"]),
+                                              f"d4rl:{name}", "infos/goal_achieved")
+    return from_d4rl_arrays(f"d4rl:{name}", arrays, ["via the d4rl package"])
