@@ -26,7 +26,7 @@ OBS_DIM = 59
 D4RL_OBS_DIM = 60
 
 
-def refuse_d4rl_kitchen(source: str, obs_dim: int) -> None:
+def refuse_d4rl_kitchen(source: str, obs_dim: int, minari_id: str) -> None:
     """Raise the one-line explanation for a D4RL (60-d) kitchen file."""
     from data.schema import DatasetFormatError
 
@@ -35,7 +35,7 @@ def refuse_d4rl_kitchen(source: str, obs_dim: int) -> None:
         f"{obs_dim}-d D4RL kitchen rows (robot qpos 9 + object qpos 21 + goal 30, no "
         f"velocities) cannot be mapped exactly onto gymnasium-robotics FrankaKitchen-v1's "
         f"59-d observation (qpos 9 + qvel 9 + object qpos 21 + object qvel 20); use the "
-        f"Minari datasets D4RL/kitchen/complete-v2, partial-v2 or mixed-v2, recorded in that env")
+        f"Minari dataset {minari_id}, recorded in that env")
 
 
 class KitchenAdapter(gym.Wrapper):

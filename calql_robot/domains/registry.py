@@ -239,7 +239,7 @@ def _kitchen_data(t: Task, dataset: str, kind: str, root: str | None,
     if kind == "d4rl":
         data = _d4rl(dataset)
         if data.obs_dim == D4RL_OBS_DIM:
-            refuse_d4rl_kitchen(data.source, data.obs_dim)
+            refuse_d4rl_kitchen(data.source, data.obs_dim, t.minari_id)
         return data, {}
     if kind == "minari":
         from data.minari_local import read_minari
