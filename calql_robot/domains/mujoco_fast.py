@@ -2,8 +2,10 @@
 
 ENV.md measured gymnasium-robotics' default offscreen render at 436 ms per Kitchen frame on
 these machines; with shadows and reflections off and the offscreen buffer sized to the
-frame it drops to 1-27 ms. :func:`fast_render_settings` applies exactly those settings to a
-MuJoCo env before its renderer is created. Set ``MUJOCO_GL=egl`` for headless rendering.
+frame it drops to 1-27 ms. :func:`fast_render_settings` applies those settings, and also
+turns off offscreen multisampling (``offsamples`` 8 -> 0), which on this project's 2-core
+machine (software EGL) took a 128 px Kitchen frame from 89 ms to 30 ms with shadows and
+reflections already off. Set ``MUJOCO_GL=egl`` for headless rendering.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ def register_robotics() -> None:
 
 
 def fast_render_settings(mujoco_env: Any, size: int = FRAME_SIZE) -> None:
-    """Shadows and reflections off, offscreen buffer and frame both ``size`` x ``size``.
+    """Shadows, reflections and multisampling off; offscreen buffer and frame ``size`` px.
 
     ``mujoco_env`` is the inner ``MujocoEnv`` (it owns ``model`` and ``mujoco_renderer``).
     Must run before the first ``render()``: the renderer reads the buffer size when it
@@ -33,6 +35,7 @@ def fast_render_settings(mujoco_env: Any, size: int = FRAME_SIZE) -> None:
     model.vis.global_.offwidth = size
     model.vis.global_.offheight = size
     model.vis.quality.shadowsize = 0
+    model.vis.quality.offsamples = 0
     mujoco_env.width = mujoco_env.height = size
     renderer = getattr(mujoco_env, "mujoco_renderer", None)
     if renderer is not None:
