@@ -110,7 +110,7 @@ def write_minari(root: str | os.PathLike, dataset_id: str, episodes: Sequence[Ma
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
 
-    final = Path(root) / dataset_id
+    final = Path(root).resolve() / dataset_id  # minari storage misjoins relative paths
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
