@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import gymnasium as gym
-import numpy as np
 
 from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
 from calql_robot.experiment import Domain
@@ -236,17 +235,19 @@ def _recorded_maze(meta: dict[str, Any]) -> list | None:
 
 def _kitchen_data(t: Task, dataset: str, kind: str, root: str | None,
                   trust: bool) -> tuple[Transitions, dict[str, Any]]:
-    from calql_robot.domains.kitchen import D4RL_OBS_DIM, refuse_d4rl_kitchen
+    from calql_robot.domains.kitchen import D4RL_OBS_DIM, TASKS as SUBTASKS, refuse_d4rl_kitchen
 
     if kind == "d4rl":
         data = _d4rl(dataset)
         if data.obs_dim == D4RL_OBS_DIM:
             refuse_d4rl_kitchen(data.source, data.obs_dim, t.minari_id)
-        return data, {}
-    if kind == "minari":
+    elif kind == "minari":
         from data.minari_local import read_minari
-        return read_minari(dataset, root, obs_keys=("observation",)), {}
-    raise ValueError(f"{t.name}: --format {kind} is not a Kitchen layout (use minari)")
+        data = read_minari(dataset, root, obs_keys=("observation",))
+    else:
+        raise ValueError(f"{t.name}: --format {kind} is not a Kitchen layout (use minari)")
+    # Success = all four subtasks solved (reward 4), the env adapter's info['success'].
+    return dataclasses.replace(data, success=data.rewards >= len(SUBTASKS)), {}
 
 
 def _adroit_data(t: Task, dataset: str, kind: str, root: str | None,
