@@ -231,3 +231,15 @@ def test_train_state_task_smoke(made: dict, tmp_path: Path, task: str, key: str,
     assert summary["online_updates"] == summary["env_steps"]  # utd 1: real gradient updates
     config = json.loads((run_dir / "config.json").read_text())
     assert config["task"] == task and config["horizon"] == 12
+    # rollout.py's path: the run rebuilds from config.json and its checkpoint acts in the env.
+    from calql_robot.policy_io import load_policy, policy_fn
+    from calql_robot.rollouts import run_episode
+
+    loaded = load_policy(run_dir)
+    assert loaded.domain == "state_task" and loaded.step_info["offline_updates"] == 8
+    env = loaded.make_env()
+    try:
+        ep = run_episode(env, policy_fn(loaded.learner, True), seed=0)
+    finally:
+        env.close()
+    assert 1 <= ep["length"] <= 12 and ep["actions"].shape[1] == env.action_space.shape[0]

@@ -268,6 +268,24 @@ def _adroit_data(t: Task, dataset: str, kind: str, root: str | None,
                      f"binary reward; use an AWAC .npy demo file or a D4RL adroit .hdf5 file")
 
 
+def task_env_options(cfg: TaskExperimentConfig) -> dict[str, Any]:
+    """The env options a run used, rebuilt from its config alone (for rollout.py).
+
+    Only AntMaze has any: the frame follows the dataset's layout; a Minari dataset's
+    recorded maze is used when the dataset is still where the run found it.
+    """
+    if TASKS[cfg.task].family != "antmaze":
+        return {}
+    if resolve_format(cfg.dataset, cfg.format) != "minari":
+        return {"frame": "d4rl"}
+    from data.minari_local import minari_dataset_dir, read_minari_metadata
+    try:
+        meta = read_minari_metadata(minari_dataset_dir(cfg.dataset, cfg.minari_root))
+    except FileNotFoundError:
+        meta = {}
+    return {"frame": "gymnasium", "maze_map": _recorded_maze(meta)}
+
+
 def build_task_domain(cfg: TaskExperimentConfig) -> Domain:
     """Read the dataset, fill the offline buffer (one reward transform), make the env."""
     from data.transitions import buffer_from_transitions, dataset_summary
