@@ -3,7 +3,8 @@
 Usage: `python bench/data.py [--n 1000000] [--reps 3] [--env-steps 1000] [--render-steps 100]`.
 
 1. Writes an N-transition D4RL-layout HDF5 file (AntMaze-sized: 29-d observations, 8-d
-   actions, 1,000-step trajectories closed by timeouts, 1% terminals) to a temporary
+   actions, 1,000-step trajectories, 1% of them closed by a terminal, the rest by a timeout)
+   to a temporary
    directory, then times the whole path a run takes: `read_d4rl_hdf5` (h5py read,
    qlearning_dataset semantics, trajectory ends with the discontinuity check) plus
    `buffer_from_transitions` (reward transform, MC returns, replay-buffer fill) =
@@ -66,8 +67,7 @@ def write_file(path: Path, n: int, seed: int = 0) -> None:
             ep["timeouts"][-1] = True
         episodes.append(ep)
         total += t
-    write_d4rl_hdf5(path, [{k: v if k == "observations" else v for k, v in ep.items()}
-                           for ep in episodes])
+    write_d4rl_hdf5(path, episodes)
 
 
 def bench_load(n: int, reps: int) -> dict[str, float]:
