@@ -1,7 +1,8 @@
 """Loading a run's policy back: config.json -> typed config -> env + learner, then the
 checkpoint's weights (always `weights_only=True`, `calql_robot.checkpoint.load_checkpoint`).
 
-A run records its domain in its config (`domain: "pickplace_state" | "pickplace_visual"`),
+A run records its domain in its config (`domain: "pickplace_state" | "pickplace_visual" |
+"state_task"`, the last for `train_state.py --task` runs),
 so a rollout rebuilds exactly the env and networks the run trained, without touching the
 offline dataset (only the env's observation space is needed to size the networks).
 """
@@ -63,7 +64,21 @@ def _visual_spec() -> DomainSpec:
     return DomainSpec(VisualExperimentConfig, make_visual_env, make_modules)
 
 
-DOMAINS: dict[str, Callable[[], DomainSpec]] = {"pickplace_state": _state_spec, "pickplace_visual": _visual_spec}
+def _task_spec() -> DomainSpec:
+    """AntMaze, Kitchen and Adroit runs of `train_state.py --task` (domains/registry.py)."""
+    from calql_robot.domains.registry import TaskExperimentConfig, make_task_env, task_env_options
+
+    def make_env(cfg: TaskExperimentConfig) -> gym.Env:
+        return make_task_env(cfg.task, cfg.horizon, "rgb_array", task_env_options(cfg))
+
+    def make_modules(cfg: TaskExperimentConfig, env: gym.Env) -> tuple[None, int]:
+        return None, int(env.observation_space.shape[0])
+
+    return DomainSpec(TaskExperimentConfig, make_env, make_modules)
+
+
+DOMAINS: dict[str, Callable[[], DomainSpec]] = {"pickplace_state": _state_spec, "pickplace_visual": _visual_spec,
+                                                "state_task": _task_spec}
 """Domain name (the `domain` field of a run's config.json) -> its rebuild recipe."""
 
 
