@@ -71,8 +71,10 @@ def _task_spec() -> DomainSpec:
     def make_env(cfg: TaskExperimentConfig) -> gym.Env:
         return make_task_env(cfg.task, cfg.horizon, "rgb_array", task_env_options(cfg))
 
-    def make_modules(cfg: TaskExperimentConfig, env: gym.Env) -> tuple[None, int]:
-        return None, int(env.observation_space.shape[0])
+    def make_modules(cfg: TaskExperimentConfig, env: gym.Env) -> tuple[nn.Module | None, int]:
+        from encoders.normalize import ObsNormalizer
+        dim = int(env.observation_space.shape[0])
+        return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
 
     return DomainSpec(TaskExperimentConfig, make_env, make_modules)
 

@@ -99,6 +99,8 @@ class TaskExperimentConfig:
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
+    normalize_obs: bool = True
+    """Standardise observations by the offline data's mean and std (fixed; saved in checkpoints)."""
     videos: bool = False
     """Record evaluation videos (set MUJOCO_GL=egl when headless)."""
     learner: LearnerConfig = field(default_factory=LearnerConfig)
@@ -301,7 +303,13 @@ def build_task_domain(cfg: TaskExperimentConfig) -> Domain:
     render = "rgb_array" if cfg.videos else None
     make_env: Callable[[], gym.Env] = lambda: make_task_env(  # noqa: E731
         cfg.task, cfg.horizon, render, options)
-    return Domain(make_env=make_env, offline=offline, feature_dim=int(data.obs_dim))
+    encoder, record = None, {}
+    if cfg.normalize_obs:
+        from encoders.normalize import ObsNormalizer
+        encoder = ObsNormalizer.from_data(data.observations)
+        record = {"obs_normalization": encoder.stats()}
+    return Domain(make_env=make_env, offline=offline, feature_dim=int(data.obs_dim), encoder=encoder,
+                  record=record)
 
 
 def task_table() -> str:
