@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from calql_robot.atomic import atomic_write
-from calql_robot.errors import CheckpointError, CheckpointNotFoundError
+from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space
 
 __all__ = ["CheckpointError", "CheckpointNotFoundError", "LATEST_NAME", "PREVIOUS_NAME", "check_keys",
            "fits_run", "latest_checkpoint", "load_checkpoint", "resume_state", "save_checkpoint",
@@ -136,6 +136,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space(dst) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -193,6 +197,16 @@ def _archive_problem(path: Path) -> str | None:
     return None if bad is None else f"damaged PyTorch checkpoint: entry {bad!r} fails its CRC check"
 
 
+def _parse_failure(path: Path, err: Exception) -> str:
+    """A short why for a file torch could not parse. torch's own text for a non-archive
+    is advice about weights_only=False (which we will not follow), so show the bytes."""
+    if zipfile.is_zipfile(path):
+        return f"a zip archive without PyTorch's layout: {' '.join(str(err).split())[:120]}"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return f"neither a PyTorch zip archive nor a tensor pickle; it starts with bytes {head.hex()}"
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True`, always.
 
@@ -221,10 +235,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu")
                 "arbitrary code, and this loader will not unpickle untrusted data; re-save the "
                 "state as tensors and plain containers (see check_weights_only_safe)."
             ) from e
-        raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint (neither a whole PyTorch archive nor a tensor pickle: "
-            f"{type(e).__name__}: {' '.join(str(e).split())[:120]})"
-        ) from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_parse_failure(path, e)})") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}")
     return state
