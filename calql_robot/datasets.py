@@ -215,6 +215,24 @@ def estimated_bytes(cfg: PickPlaceDataConfig) -> int:
     return frames * (frame + 128) + 2**16  # + state, task, action, reward rows; metadata
 
 
+def reusable_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> Path | None:
+    """The existing file for ``cfg`` if it matches, None if there is none (or `force` is set);
+    a DatasetError saying what differs if a file is there but does not match. Cheap enough
+    to call before a run directory is made, so a mismatch leaves nothing behind."""
+    path = dataset_path(cfg)
+    if not path.exists() or cfg.force:
+        return None
+    reason = _mismatch(path, cfg)
+    if reason is None:
+        return path
+    named = f"{prefix}output {cfg.output}" if cfg.output is not None else f"the cache file {path}"
+    raise DatasetError(
+        f"{named} does not match these data settings: {reason}",
+        f"nothing was changed; pass {prefix}force to recollect into {path} (replacing it), "
+        + (f"--dataset {path} to train on it as it is, " if prefix == "--data." else "")
+        + f"or another {prefix}output")
+
+
 def find_or_create_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> Path:
     """The dataset for ``cfg``: reuse the file if it was collected with the same settings
     (the stored collection and env configs match), else collect it.
@@ -223,18 +241,11 @@ def find_or_create_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") ->
     the run with what differs and the flag that would replace it, unless `force` is set.
     `prefix` spells the flags as the calling entry point takes them.
     """
+    path = reusable_dataset(cfg, prefix)
+    if path is not None:
+        print(f"Reusing {path}: it was collected with the same settings.")
+        return path
     path = dataset_path(cfg)
-    if path.exists() and not cfg.force:
-        reason = _mismatch(path, cfg)
-        if reason is None:
-            print(f"Reusing {path}: it was collected with the same settings.")
-            return path
-        named = f"{prefix}output {cfg.output}" if cfg.output is not None else f"the cache file {path}"
-        raise DatasetError(
-            f"{named} does not match these data settings: {reason}",
-            f"nothing was changed; pass {prefix}force to recollect into {path} (replacing it), "
-            + (f"--dataset {path} to train on it as it is, " if prefix == "--data." else "")
-            + f"or another {prefix}output")
     require_free_space(path.parent, estimated_bytes(cfg), f"the dataset {path}",
                        f"free some space or pass {prefix}output on a larger disk")
     return collect_pickplace_dataset(dataclasses.replace(cfg, output=str(path)))

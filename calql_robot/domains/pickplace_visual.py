@@ -26,7 +26,8 @@ import gymnasium as gym
 import numpy as np
 
 from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
-from calql_robot.datasets import PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings
+from calql_robot.datasets import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
+                                  reusable_dataset)
 from calql_robot.errors import ConfigError, DatasetError
 from calql_robot.experiment import Domain, obs_spec_of
 from data.replay import EpisodeReplayBuffer
@@ -128,7 +129,8 @@ def make_visual_modules(cfg: VisualExperimentConfig, observation_space: gym.Spac
 
 
 def check_visual_config(cfg: VisualExperimentConfig) -> None:
-    """Refuse a fine-tuning task that is in the pre-training data (it would not be held out)."""
+    """Refuse a fine-tuning task that is in the pre-training data (it would not be held out),
+    bad --data.* / --encoder.* values, and an existing --data.output collected otherwise."""
     from calql_robot.datasets import pretraining_tasks
 
     check_data_config(cfg.data, "--data.")
@@ -141,6 +143,8 @@ def check_visual_config(cfg: VisualExperimentConfig) -> None:
     if cfg.encoder.latent_dim < 1 or cfg.encoder.shift_pad < 0:
         raise ConfigError(f"--encoder.latent-dim must be >= 1 and --encoder.shift-pad >= 0, got "
                           f"{cfg.encoder.latent_dim}, {cfg.encoder.shift_pad}")
+    if cfg.dataset is None:
+        reusable_dataset(cfg.data, "--data.")  # a named file that does not fit stops the run here
 
 
 def adopt_dataset(cfg: VisualExperimentConfig) -> VisualExperimentConfig:
