@@ -347,3 +347,25 @@ def test_a_disk_that_fills_up_keeps_the_last_checkpoint_and_resumes(small_fs) ->
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["offline_updates"] == 200 and summary["env_steps"] >= 40
+
+
+def test_full_disk_writes_name_the_file_and_keep_the_old_one(small_fs) -> None:
+    """torch.save hides ENOSPC behind 'unexpected pos'; ffmpeg exits quietly with a cut file."""
+    import numpy as np
+
+    from calql_robot.checkpoint import save_checkpoint
+    from calql_robot.errors import NoSpaceError
+    from calql_robot.video import write_video
+
+    fs = small_fs("200k")
+    path = fs / "latest.pt"
+    save_checkpoint(path, {"w": torch.ones(1000)})
+    with pytest.raises(NoSpaceError, match=f"no space left on device writing {path}"):
+        save_checkpoint(path, {"w": torch.ones(100_000)})
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(1000))
+    assert [p.name for p in fs.iterdir()] == ["latest.pt"]
+    videos = small_fs("100k")
+    frames = np.random.default_rng(0).integers(0, 255, (60, 64, 64, 3), dtype=np.uint8)  # ~145 KB as mp4
+    with pytest.raises(NoSpaceError, match="writing .*v.mp4"):
+        write_video(videos / "v.mp4", frames)
+    assert list(videos.iterdir()) == [], "no cut video under the final name"
