@@ -42,6 +42,8 @@ class RolloutConfig:
     """Seed of the episode seeds; None: the run's own seed (its evaluation episodes)."""
     output: str | None = None
     """mp4 path; None: <run_dir>/rollouts/rollout_<checkpoint stem>.mp4."""
+    force: bool = False
+    """Replace an existing --output file (a file you named is never replaced without it)."""
     gif: bool = False
     """Also write a GIF beside the mp4."""
     fps: int = 10
@@ -60,6 +62,10 @@ def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
         raise ConfigError(f"need --episodes >= 1, --fps >= 1, --hold >= 0; got {cfg.episodes}, {cfg.fps}, {cfg.hold}")
     if not Path(cfg.run_dir).is_dir():
         raise ConfigError(f"--run-dir {cfg.run_dir}: no such run directory")
+    named = Path(cfg.output) if cfg.output else None
+    if named is not None and not cfg.force and (named.exists() or (cfg.gif and named.with_suffix(".gif").exists())):
+        raise ConfigError(f"--output {cfg.output} exists" + ("" if named.exists() else " (its .gif)"),
+                          "pass --force to replace it, or another --output")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     loaded = load_policy(Path(cfg.run_dir), None if cfg.checkpoint is None else Path(cfg.checkpoint), cfg.device)

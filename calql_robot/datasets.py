@@ -35,6 +35,7 @@ HASH_CHARS = 10
 COMPRESSED_FRAME_FRACTION = 8
 """A gzip-1 frame takes ~1/35 of its raw bytes (measured, data/episodes_hdf5.py); the free
 space check assumes 1/8, an upper bound for busier scenes."""
+NOT_A_DATASET = "the existing file is not a valid dataset"
 TASKS_PER_CALL = 4
 """Tasks per collect_episodes call: ~180 MB of 64 px frames at 100 episodes per task, and
 few enough calls that the workers' start-up (spawned processes) stays negligible."""
@@ -226,10 +227,11 @@ def reusable_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> Path 
     if reason is None:
         return path
     named = f"{prefix}output {cfg.output}" if cfg.output is not None else f"the cache file {path}"
+    usable = not reason.startswith(NOT_A_DATASET)  # then --dataset could train on it as it is
     raise DatasetError(
         f"{named} does not match these data settings: {reason}",
         f"nothing was changed; pass {prefix}force to recollect into {path} (replacing it), "
-        + (f"--dataset {path} to train on it as it is, " if prefix == "--data." else "")
+        + (f"--dataset {path} to train on it as it is, " if prefix == "--data." and usable else "")
         + f"or another {prefix}output")
 
 
@@ -256,7 +258,7 @@ def _mismatch(path: Path, cfg: PickPlaceDataConfig) -> str | None:
     try:
         attrs = validate(path)
     except DatasetFormatError as err:
-        return f"the existing file is not a valid dataset ({err})"
+        return f"{NOT_A_DATASET} ({err})"
     want = collection_config(cfg)
     have = attrs.get("collection_config", {})
     diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))

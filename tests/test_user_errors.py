@@ -140,6 +140,14 @@ def test_rollout_names_what_is_wrong_with_a_checkpoint(finished: Path, tmp_path:
     assert not bad.with_suffix(".pwned").exists(), "the pickled object's code never ran"
 
 
+def test_rollout_never_replaces_a_named_video(finished: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "mine.mp4"
+    mine.write_bytes(b"my video")
+    user_error(cli("rollout.py", "--run-dir", str(finished), "--output", str(mine), "--episodes", "1"),
+               f"--output {mine} exists")
+    assert mine.read_bytes() == b"my video"
+
+
 def test_resume_with_an_unreadable_latest_offers_the_previous_one(finished: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
