@@ -127,6 +127,9 @@ def cli_main(main: Callable[[list[str]], object], argv: list[str] | None = None)
     debug = debug_requested(argv)
     try:
         main([a for a in argv if a != DEBUG_FLAG])
+    except BrokenPipeError:  # `--help | head`: the reader left; the recipe of Python's docs
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right here
         user = as_user_error(err)
         if user is None or debug:

@@ -99,6 +99,13 @@ def test_cli_main_reports_user_errors_and_lets_bugs_through(capsys: pytest.Captu
     assert capsys.readouterr().err == "error: --x must be >= 1, got 0\nhint: try 1\n"
     with pytest.raises(KeyError):
         cli_main(lambda argv: {}["bug"], [])
+    def big(argv: list[str]) -> None:
+        raise MemoryError("EpisodeReplayBuffer needs 900.00 GB but only 8.00 GB of memory is available")
+
+    with pytest.raises(SystemExit) as info:
+        cli_main(big, [])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.startswith("error: out of memory: EpisodeReplayBuffer needs 900.00 GB")
     seen: list[list[str]] = []
     with pytest.raises(ConfigError):
         cli_main(lambda argv: (seen.append(argv), mistake(argv)), ["0", "--debug"])
@@ -160,6 +167,38 @@ def test_resume_with_an_unreadable_latest_offers_the_previous_one(finished: Path
     user_error(proc, "latest.pt", "not a PyTorch checkpoint")
     assert f"hint: the previous checkpoint {previous} loads" in proc.stderr
     load_checkpoint(previous)
+
+
+def test_half_written_checkpoints_are_never_taken_for_finished_ones(tmp_path: Path) -> None:
+    """A kill inside torch.save leaves `.latest.pt.tmp-<pid>`: not a candidate, removed on resume."""
+    from calql_robot.checkpoint import remove_stale_temporaries, resume_state, save_run_checkpoint
+
+    save_run_checkpoint(tmp_path, {"learner": {"num_updates": 10}}, 10)
+    stale = tmp_path / ".latest.pt.tmp-4242"
+    stale.write_bytes(b"PK\x03\x04half")
+    path, state = resume_state(tmp_path, required=("learner",))
+    assert path == tmp_path / "latest.pt" and state["learner"]["num_updates"] == 10
+    assert remove_stale_temporaries(tmp_path) == [stale] and not stale.exists()
+    assert resume_state(tmp_path / "empty") is None
+
+
+def test_a_collection_killed_midway_leaves_no_dataset(tmp_path: Path) -> None:
+    from calql_robot.datasets import PickPlaceDataConfig, reusable_dataset
+
+    path = tmp_path / "data.hdf5"
+    proc = subprocess.Popen([sys.executable, "collect_data.py", *DATA[:2], "--episodes-per-task", "50", *DATA[4:],
+                             "--output", str(path)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".data.hdf5.*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL and not path.exists()
+    assert reusable_dataset(PickPlaceDataConfig(output=str(path), num_tasks=1, episodes_per_task=50,
+                                                image_size=16)) is None, "nothing there to be reused"
 
 
 def test_previous_checkpoint_is_kept(finished: Path) -> None:
