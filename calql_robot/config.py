@@ -73,6 +73,13 @@ class LearnerConfig:
     """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
     action_clip: float = 0.99999
     """Dataset actions are clipped to +-action_clip so their log-probs stay finite."""
+    discrete_gripper: bool = False
+    """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
+    critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
+    (calql_robot/gripper.py). For pick-and-place, whose gripper is binary in the env."""
+    bc_weight: float = 0.0
+    """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
+    MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
 
     def resolved_target_entropy(self, action_dim: int) -> float:
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
@@ -90,6 +97,8 @@ class LearnerConfig:
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)!r}")
+        if self.bc_weight < 0:
+            raise ConfigError(f"{_flag('bc_weight')} must be >= 0, got {self.bc_weight!r}")
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{_flag('cql_clip_min')} {self.cql_clip_min} > {_flag('cql_clip_max')} "
                               f"{self.cql_clip_max}")

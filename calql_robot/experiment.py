@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,9 +21,10 @@ from torch import nn
 
 from calql_robot.checkpoint import remove_stale_temporaries
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig, to_dict
+from calql_robot.agents import BCConfig, make_learner
 from calql_robot.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.errors import ConfigError, RunDirError
-from calql_robot.learner import CalQLLearner, resolve_device
+from calql_robot.learner import resolve_device
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
 from calql_robot.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
@@ -41,6 +42,8 @@ class Domain:
     feature_dim: int
     encoder: nn.Module | None = None
     augment: nn.Module | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    """Facts the domain derived from its data (e.g. `obs_normalization`), added to config.json."""
 
 
 def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
@@ -56,14 +59,11 @@ def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
     path = Path(known.run_dir) / CONFIG_FILE if known.resume and known.run_dir else None
     if path is None or not path.is_file():
         return None
-    from calql_robot.policy_io import from_dict  # noqa: PLC0415 - policy_io imports the domains
+    from calql_robot.policy_io import from_dict, read_config_json  # noqa: PLC0415 - it imports the domains
 
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a JSON config ({err})") from err
+    data = read_config_json(path)
     want = getattr(cls, "__dataclass_fields__", {}).get("domain")
-    if want is not None and isinstance(data, dict) and data.get("domain", want.default) != want.default:
+    if want is not None and data.get("domain", want.default) != want.default:
         raise ConfigError(f"--run.run-dir {known.run_dir} is a {data.get('domain')} run, not a {want.default} one",
                         "resume it with the entry point that started it")
     try:
@@ -139,10 +139,11 @@ def expected_videos(loop: LoopConfig) -> int:
     return 3 + offline + loop.online_env_steps // loop.eval_every
 
 
-def check_run_space(run_dir: Path, learner: CalQLLearner, online: EpisodeReplayBuffer, loop: LoopConfig,
+def check_run_space(run_dir: Path, learner: Any, online: EpisodeReplayBuffer, loop: LoopConfig,
                     videos: bool) -> None:
     """Refuse to start training when the run directory's disk cannot hold what the run
-    will write (calql_robot/diskspace.py): checkpoints with a full online buffer, videos."""
+    will write (calql_robot/diskspace.py): checkpoints with a full online buffer, videos.
+    `learner` is any of `agents.make_learner`'s (only its `state_dict()` is read)."""
     buffer_bytes = (online.obs_capacity * online._row_bytes()  # the formula of its own memory check
                     + online.capacity * online._transition_bytes())
     checkpoint = tensor_bytes(learner.state_dict()) + buffer_bytes
@@ -179,11 +180,17 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
         saved["run"]["resume"] = False  # how this process started, not a setting of the run
     logger = RunLogger(run_dir, saved, wandb_mode=run.wandb, run_name=run.name, resume=run.resume)
     domain = build_domain()
+    logger.add_derived(domain.record)
+    algo = getattr(config, "algo", "calql")
+    if algo == "bc" and loop.online_env_steps:
+        print(f"--algo bc learns offline only: skipping the {loop.online_env_steps} online env steps")
+        loop = replace(loop, online_env_steps=0)
     probe = domain.make_env()
     online = online_buffer_for(probe, loop.online_env_steps)
     action_dim = probe.action_space.shape[0]
     probe.close()
-    learner = CalQLLearner(learner_cfg, domain.feature_dim, action_dim, domain.encoder, domain.augment, device)
+    learner = make_learner(algo, learner_cfg, getattr(config, "bc", BCConfig()), domain.feature_dim, action_dim,
+                           domain.encoder, domain.augment, device)
     trainer = Trainer(learner, domain.offline, online, domain.make_env, loop, reward, logger, run.seed,
                       progress=run.progress, videos=videos)
     try:

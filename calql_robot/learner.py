@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from calql_robot import gripper
 from calql_robot.config import LearnerConfig
 from calql_robot.losses import Nets, UpdateSettings, compute_losses
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
@@ -61,7 +62,10 @@ class CalQLLearner:
         self.num_updates = 0
         self.augment = augment
         self.encoder = (encoder or nn.Identity()).to(self.device)
-        self.actor = TanhGaussianActor(feature_dim, action_dim, cfg.actor_hidden, cfg.orthogonal_init,
+        if cfg.discrete_gripper and action_dim < 2:
+            raise ValueError(f"discrete_gripper needs an arm dim besides the gripper, got action_dim={action_dim}")
+        actor_dim = action_dim - 1 if cfg.discrete_gripper else action_dim  # gripper: critic's choice
+        self.actor = TanhGaussianActor(feature_dim, actor_dim, cfg.actor_hidden, cfg.orthogonal_init,
                                        cfg.log_std_multiplier, cfg.log_std_offset).to(self.device)
         self.critic = CriticEnsemble(cfg.num_critics, feature_dim, action_dim, cfg.critic_hidden,
                                      cfg.orthogonal_init).to(self.device)
@@ -135,8 +139,12 @@ class CalQLLearner:
         tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, self.device)["o"]
         if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
             tensor = tensor.float()
-        policy = self.actor(self.encoder(tensor))
+        features = self.encoder(tensor)
+        policy = self.actor(features)
         action = policy.deterministic() if deterministic else policy.sample()[0]
+        if self.cfg.discrete_gripper:  # g* = argmax_g min_i Q_i(s, a_arm, g)
+            arm = action.unsqueeze(0)
+            action = gripper.greedy_actions(arm, self.critic(features, gripper.both_grippers(arm)))[0]
         action = action.cpu().numpy()
         return action[0] if single else action
 

@@ -28,7 +28,7 @@ from calql_robot.checkpoint import (capture_rng_state, fits_run, restore_rng_sta
                                     save_run_checkpoint)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.learner import CalQLLearner, NonFiniteLossError
-from calql_robot.plots import plot_learning_curves
+from calql_robot.plots import plot_calibration, plot_learning_curves
 from calql_robot.rollouts import EvalResult, evaluate, run_episode
 from calql_robot.runlog import RunLogger
 from calql_robot.video import VideoRecorder
@@ -181,7 +181,7 @@ class Trainer:
         self._online_phase()
         final = self.evaluate("final")
         summary.update(final_success=final.success_rate, final_return=final.mean_return,
-                       cumulative_regret=c.cumulative_regret, env_steps=c.env_steps,
+                       cumulative_regret=c.cumulative_regret if c.successes else None, env_steps=c.env_steps,
                        offline_updates=c.offline_updates, online_updates=c.online_updates)
         self.save()
         self._plot()
@@ -245,7 +245,10 @@ class Trainer:
             self.save()
 
     def _plot(self) -> None:
-        plot_learning_curves(self.logger.metrics_path, Path(self.logger.run_dir) / "learning_curves.png")
+        run_dir = Path(self.logger.run_dir)
+        plot_learning_curves(self.logger.metrics_path, run_dir / "learning_curves.png")
+        if isinstance(self.learner, CalQLLearner):  # BC has no critic to calibrate
+            plot_calibration(self.logger.metrics_path, run_dir / "calibration.png")
 
     def close(self) -> None:
         self.env.close()

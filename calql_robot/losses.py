@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from calql_robot import gripper
 from calql_robot.config import LearnerConfig
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
@@ -32,6 +33,22 @@ def alpha_loss(log_alpha: torch.Tensor, log_pi: torch.Tensor,
 def policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """`mean(alpha * log_pi - min_i Q_i(s, a~))`; q_new is (E, B), alpha is detached."""
     return (alpha.detach() * log_pi - q_new.min(dim=0).values).mean()
+
+
+def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor,
+                               mean_action: torch.Tensor, data_action: torch.Tensor,
+                               bc_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """TD3+BC's actor objective (Fujimoto & Gu 2021) on the SAC policy loss:
+
+        policy_loss / mean_b |min_i Q_i(s_b, a~_b)|  +  bc_weight * mean((tanh(mu(s)) - a)^2)
+
+    The normaliser is detached, so the Q term has unit scale whatever the reward scale and
+    bc_weight means the same on every task (TD3+BC's alpha = 2.5). An option, off by default
+    (`LearnerConfig.bc_weight = 0`): it is not part of Cal-QL. Returns (loss, bc_mse).
+    """
+    scale = q_new.min(dim=0).values.abs().mean().detach().clamp(min=1e-6)
+    bc_mse = (mean_action - data_action).pow(2).mean()
+    return policy_loss(log_pi, q_new, alpha) / scale + bc_weight * bc_mse, bc_mse.detach()
 
 
 def td_target(rewards: torch.Tensor, dones: torch.Tensor, next_q: torch.Tensor,
@@ -52,15 +69,22 @@ def bellman_error(q_data: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (q_data - y.unsqueeze(0)).pow(2).mean(dim=-1)
 
 
-def calql_bound(q_pi: torch.Tensor, mc_returns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def calql_bound(q_pi: torch.Tensor, mc_returns: torch.Tensor,
+                policy_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """THE Cal-QL change to CQL: `Q(s, a_pi) <- max(Q(s, a_pi), G(s, a))`.
 
     q_pi: (E, n, B) values of policy actions at s; mc_returns: (B,) the Monte-Carlo
     return-to-go of the data transition. Returns the bounded values and the fraction that
     lay below the bound before bounding (the "bound rate" the paper logs).
+    policy_mask: (n, B) bool, for the discrete gripper: only the columns that are the
+    policy's action (g = g*) are bounded and counted; the other gripper value is an
+    action the policy does not take, bounded no more than a random action is.
     """
-    below = (q_pi < mc_returns).float().mean()
-    return torch.maximum(q_pi, mc_returns), below
+    below = q_pi < mc_returns
+    if policy_mask is None:
+        return torch.maximum(q_pi, mc_returns), below.float().mean()
+    rate = (below & policy_mask).float().sum() / (policy_mask.float().sum() * q_pi.shape[0]).clamp(min=1.0)
+    return torch.where(policy_mask, torch.maximum(q_pi, mc_returns), q_pi), rate
 
 
 def cql_difference(q_data: torch.Tensor, q_rand: torch.Tensor, q_cur: torch.Tensor,
@@ -133,6 +157,19 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
 
     Returns (losses, metrics). The four losses reach disjoint parameters: `actor` -> actor,
     `alpha` -> log_alpha, `critic` -> critics and encoder, `alpha_prime` -> log_alpha'.
+
+    With `cfg.discrete_gripper` the last action dim is the critic-chosen binary gripper
+    (`calql_robot/gripper.py`); every policy action below is then (a_arm, g*) with
+    g* = argmax_g min_i Q_i(s, a_arm, g):
+    - policy loss: `mean(alpha * log pi(a_arm) - max_g min_i Q_i(s, a_arm, g))`;
+    - backup: `max_k max_g min_i Q_targ_i(s', a_arm_k, g)`;
+    - CQL: each policy arm sample is scored with both gripper values, so the logsumexp is
+      `log( sum_rand e^(Q - log 0.5^A) + sum_{j, g} e^(Q(s, a_j, g) - log pi(a_j)) )`: exact
+      over the discrete dim for the policy sets (a stratified draw of a uniform gripper,
+      whose weight 1/2 cancels its density 1/2), and a uniform draw over {-1, +1} for the
+      random set, whose probability 1/2 is the same factor as the density 1/2 of a
+      continuous dim on [-1, 1] (so `action_dim * log 0.5` stays right);
+    - Cal-QL bound: on the policy's own columns (g = g*), both sets, before the correction.
     """
     obs, next_obs = batch["observations"], batch["next_observations"]
     if augment is not None:
@@ -142,16 +179,33 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
         feat_next = nets.encoder(next_obs)
     feat_d = feat.detach()  # the actor sees detached features (DrQ-v2)
     actions = batch["actions"].clamp(-cfg.action_clip, cfg.action_clip)
+    discrete = cfg.discrete_gripper
+    if discrete:
+        actions = gripper.snap(actions)
     batch_size, action_dim = actions.shape
+    actor_dim = nets.actor.action_dim
+
+    def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Tensor,
+                      detach_params: bool = False) -> torch.Tensor:
+        """(E, M, B) values of (M, B, actor_dim) policy samples, at g* when discrete."""
+        if not discrete:
+            return critic(features, arm, detach_params=detach_params)
+        return gripper.greedy_values(critic(features, gripper.both_grippers(arm), detach_params=detach_params))
 
     # actor and temperature
     pi_s = nets.actor(feat_d)
     new_actions, log_pi = pi_s.sample()
     device = actions.device
     alpha = nets.log_alpha.exp() if cfg.auto_alpha else torch.tensor(cfg.fixed_alpha, device=device)
-    q_new = nets.critic(feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
-    losses = {"actor": policy_loss(log_pi, q_new, alpha)}
-    losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(action_dim))
+    q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
+    extra: dict[str, torch.Tensor] = {}
+    if cfg.bc_weight > 0:
+        losses = {}
+        losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
+            log_pi, q_new, alpha, pi_s.deterministic(), actions[:, :actor_dim], cfg.bc_weight)
+    else:
+        losses = {"actor": policy_loss(log_pi, q_new, alpha)}
+    losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(actor_dim))
                        if cfg.auto_alpha else nets.log_alpha.sum() * 0.0)
 
     # samples for the backup and the regulariser: no gradient to the actor
@@ -162,19 +216,26 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
         a_nxt, logp_nxt = pi_next.sample(n)
         k = cfg.backup_k if cfg.max_target_backup else 1
         a_backup, _ = pi_next.sample(k)
-        next_q = nets.target_critic(feat_next, a_backup)
+        next_q = policy_values(nets.target_critic, feat_next, a_backup)
         y = td_target(batch["rewards"], batch["dones"], next_q, cfg.discount, cfg.max_target_backup)
         a_rand = torch.empty(n, batch_size, action_dim, device=device).uniform_(-1.0, 1.0)
+        if discrete:
+            a_rand[..., -1] = torch.where(a_rand[..., -1] >= 0, gripper.OPEN, gripper.CLOSE)
+            a_cur, a_nxt = gripper.both_grippers(a_cur), gripper.both_grippers(a_nxt)
+            logp_cur, logp_nxt = logp_cur.repeat(2, 1), logp_nxt.repeat(2, 1)
+    m = a_cur.shape[0]  # n, or 2n with both gripper values
 
     # one critic pass over [data, random, current, next] actions, all at s
     q_all = nets.critic(feat, torch.cat([actions.unsqueeze(0), a_rand, a_cur, a_nxt], dim=0))
     q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n]
-    q_cur, q_nxt = q_all[:, 1 + n:1 + 2 * n], q_all[:, 1 + 2 * n:]
+    q_cur, q_nxt = q_all[:, 1 + n:1 + n + m], q_all[:, 1 + n + m:]
+    mask_cur = gripper.greedy_mask(q_cur) if discrete else None
+    mask_nxt = gripper.greedy_mask(q_nxt) if discrete else None
     bound_rate = torch.zeros((), device=device)
     if settings.bound:
         mc = batch["mc_returns"]
-        q_cur, below_cur = calql_bound(q_cur, mc)
-        q_nxt, below_nxt = calql_bound(q_nxt, mc)
+        q_cur, below_cur = calql_bound(q_cur, mc, mask_cur)
+        q_nxt, below_nxt = calql_bound(q_nxt, mc, mask_nxt)
         bound_rate = 0.5 * (below_cur + below_nxt)
     diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, logp_cur, logp_nxt, action_dim,
                                cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
@@ -188,11 +249,15 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     metrics = {
         "critic_loss": losses["critic"] / q_all.shape[0], "actor_loss": losses["actor"],
         "alpha_loss": losses["alpha"], "alpha_prime_loss": losses["alpha_prime"],
-        "bellman_loss": bellman.mean(), "cql_diff": diff.mean(), "cql_ood": ood.mean(),
+        "bellman_loss": bellman.mean(), "cql_diff": diff.detach().mean(), "cql_ood": ood.detach().mean(),
         "alpha": alpha.detach(), "alpha_prime": alpha_prime.detach() if alpha_prime is not None
         else torch.zeros((), device=device), "log_pi": log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-        "q_rand": q_rand.detach().mean(), "q_cur": q_all[:, 1 + n:1 + 2 * n].detach().mean(),
-        "q_next": q_all[:, 1 + 2 * n:].detach().mean(), "target_q": y.mean(),
-        "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(),
+        "q_pi": q_new.detach().min(dim=0).values.mean(),
+        "q_rand": q_rand.detach().mean(), "q_cur": q_all[:, 1 + n:1 + n + m].detach().mean(),
+        "q_next": q_all[:, 1 + n + m:].detach().mean(), "target_q": y.mean(),
+        "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(), **extra,
     }
+    if discrete:
+        metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
+        metrics["gripper_open_data"] = (actions[:, -1] > 0).float().mean()
     return losses, metrics

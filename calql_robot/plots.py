@@ -42,6 +42,8 @@ DEFAULT_KEYS = (
     "train/bellman_loss",
     "train/cql_diff",
     "train/q_data",
+    "train/q_pi",
+    "train/mc_return",
     "train/q_data_mean",
     "train/bound_rate",
     "train/alpha",
@@ -131,6 +133,53 @@ def plot_learning_curves(metrics_path: Path, out_path: Path, keys: list[str] | N
     if not rows:
         raise ValueError(f"{metrics_path}: no metric rows to plot (empty file)")
     fig = learning_curve_figure(rows, _resolve_keys(rows, keys, metrics_path), metrics_path.parent.name)
+    return _save(fig, out_path)
+
+
+CALIBRATION_KEYS = ("train/q_pi", "train/mc_return", "train/q_data")
+"""Mean Q(s, pi(s)) of the policy's actions, the batch's mean Monte-Carlo return G, and the
+data-action Q. Cal-QL's claim (Nakamoto et al. 2023, Fig. 2-3) is that Q(s, pi(s)) stays at
+or above G - calibrated - so that fine-tuning does not first "unlearn" an underestimate."""
+
+
+def calibration_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
+    """Q of policy actions against the MC return over training (top) and the bound rate
+    (bottom), the switch marked."""
+    switch = switch_step(rows)
+    fig = Figure(figsize=(7.0, 5.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    styles = {"train/q_pi": ("Q(s, pi(s))", "tab:red"), "train/mc_return": ("MC return G", "tab:green"),
+              "train/q_data": ("Q(s, a_data)", "tab:blue")}
+    for key, (label, colour) in styles.items():
+        steps, values, _ = series(rows, key)
+        if len(steps):
+            top.plot(steps, values, color=colour, linewidth=1.2, label=label)
+    steps, values, _ = series(rows, "train/bound_rate")
+    if len(steps):
+        bottom.plot(steps, values, color="tab:purple", linewidth=1.2, label="bound rate")
+    for ax in (top, bottom):
+        if switch is not None:
+            ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7, label="online switch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.tick_params(labelsize=7)
+    top.set_ylabel("value", fontsize=8)
+    bottom.set_ylabel("fraction of Q(s, a_pi) < G", fontsize=8)
+    bottom.set_xlabel("step (offline updates, then offline updates + online env steps)", fontsize=8)
+    fig.suptitle(f"calibration {title}", fontsize=10)
+    return fig
+
+
+def plot_calibration(metrics_path: Path, out_path: Path) -> Path:
+    """Draw `calibration_figure` of `metrics_path` into the PNG `out_path` (atomically)."""
+    metrics_path, out_path = Path(metrics_path), Path(out_path)
+    rows = read_metrics(metrics_path)
+    if not any(isinstance(r.get(k), (int, float)) for r in rows for k in CALIBRATION_KEYS):
+        raise ValueError(f"{metrics_path}: no calibration metrics ({', '.join(CALIBRATION_KEYS)}) to plot")
+    return _save(calibration_figure(rows, metrics_path.parent.name), out_path)
+
+
+def _save(fig: Figure, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.png")
     try:

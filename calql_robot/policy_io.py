@@ -20,10 +20,11 @@ from typing import Any, Callable
 import gymnasium as gym
 from torch import nn
 
+from calql_robot.agents import BCConfig, make_learner
 from calql_robot.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
 from calql_robot.errors import CheckpointNotFoundError, ConfigError, RunDirError
 from calql_robot.learner import CalQLLearner, resolve_device
-from calql_robot.runlog import CONFIG_FILE
+from calql_robot.runlog import CONFIG_FILE, DERIVED_KEYS
 
 
 @dataclass
@@ -39,13 +40,16 @@ def _state_spec() -> DomainSpec:
     from sim import make_pickplace
 
     from calql_robot.domains.pickplace_state import StateExperimentConfig
+    from encoders.normalize import ObsNormalizer
 
     def make_env(cfg: StateExperimentConfig) -> gym.Env:
-        # the same env as state_domain.build_state_domain's make_env
+        # the same env as pickplace_state.build_state_domain's make_env
         return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
 
-    def make_modules(cfg: StateExperimentConfig, env: gym.Env) -> tuple[None, int]:
-        return None, int(env.observation_space.shape[0])
+    def make_modules(cfg: StateExperimentConfig, env: gym.Env) -> tuple[nn.Module | None, int]:
+        dim = int(env.observation_space.shape[0])
+        # the checkpoint's encoder buffers overwrite the placeholder statistics
+        return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
 
     return DomainSpec(StateExperimentConfig, make_env, make_modules)
 
@@ -105,6 +109,20 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A run's config.json as a dict of config fields only (the derived facts of its data,
+    `DERIVED_KEYS`, taken out); a file that is not a JSON object is a ConfigError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    for key in DERIVED_KEYS:  # facts of the run's data, not config fields
+        data.pop(key, None)
+    return data
+
+
 def read_run_config(run_dir: Path) -> tuple[str, Any]:
     """(domain name, typed config) of a run directory; clear errors for what is missing."""
     run_dir = Path(run_dir)
@@ -113,11 +131,8 @@ def read_run_config(run_dir: Path) -> tuple[str, Any]:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise RunDirError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run directory?")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path}: not a JSON config ({err})") from err
-    domain = data.get("domain", _legacy_domain(data)) if isinstance(data, dict) else None
+    data = read_config_json(path)
+    domain = data.get("domain", _legacy_domain(data))
     if domain not in DOMAINS:
         raise ConfigError(f"{path}: unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAINS))}")
     try:
@@ -167,7 +182,8 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
         action_dim = int(env.action_space.shape[0])
     finally:
         env.close()
-    learner = CalQLLearner(cfg.learner, feature_dim, action_dim, encoder=encoder, device=dev)
+    learner = make_learner(getattr(cfg, "algo", "calql"), cfg.learner, getattr(cfg, "bc", BCConfig()),
+                           feature_dim, action_dim, encoder=encoder, device=dev)
     with fits_run(Path(checkpoint), f"the networks described by {run_dir / CONFIG_FILE}"):
         learner.load_state_dict(state["learner"])
     learner.encoder.eval()

@@ -50,6 +50,8 @@ from calql_robot.atomic import atomic_write
 from calql_robot.errors import is_no_space, no_space
 
 CONFIG_FILE = "config.json"
+DERIVED_KEYS = ("obs_normalization",)
+"""config.json keys a run derives from its data after start (not settings; not compared on resume)."""
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_id.txt"
 WANDB_MODES = ("disabled", "offline", "online")
@@ -243,10 +245,21 @@ class RunLogger:
         (a resumed run with changed settings is legal but should not go unnoticed)."""
         if self.resume and self.config_path.is_file():
             old = json.loads(self.config_path.read_text(encoding="utf-8"))
-            changed = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
+            changed = sorted(k for k in set(old) | set(self.config)
+                             if k not in DERIVED_KEYS and old.get(k) != self.config.get(k))
             if changed:
                 warnings.warn(f"{self.config_path}: resumed with a different config; changed keys: {changed}")
         atomic_write_text(self.config_path, json.dumps(self.config, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+    def add_derived(self, facts: Mapping[str, Any]) -> None:
+        """Add what the run derived from its data (DERIVED_KEYS) to config.json."""
+        unknown = sorted(set(facts) - set(DERIVED_KEYS))
+        if unknown:
+            raise ValueError(f"not derived config keys: {unknown}; known: {list(DERIVED_KEYS)}")
+        if facts:
+            self.config.update(to_jsonable(dict(facts)))
+            atomic_write_text(self.config_path,
+                              json.dumps(self.config, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
     def _drop_partial_tail(self) -> None:
         """A kill mid-write can leave a line without its newline; appending to it would glue

@@ -78,6 +78,21 @@ class ImageStateEncoder(nn.Module):
         self.bottleneck = nn.Sequential(nn.Linear(flat_dim, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
         orthogonal_init_(self.bottleneck[0])
         self.feature_dim = self.latent_dim + self.state_dim + self.task_dim
+        # Fixed standardisation of the proprio state (identity until `set_state_normalization`);
+        # buffers, so checkpoints carry them (see encoders/normalize.py for why).
+        self.register_buffer("state_mean", torch.zeros(self.state_dim))
+        self.register_buffer("state_std", torch.ones(self.state_dim))
+
+    @torch.no_grad()
+    def set_state_normalization(self, mean: Any, std: Any) -> None:
+        """Standardise obs['state'] by fixed statistics of the offline data (std < 1e-6 -> 1)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean.shape != (self.state_dim,) or std.shape != (self.state_dim,):
+            raise ValueError(f"ImageStateEncoder: state statistics must have {self.state_dim} entries, got "
+                             f"{tuple(mean.shape)} and {tuple(std.shape)}")
+        self.state_mean.copy_(mean)
+        self.state_std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
 
     @classmethod
     def from_obs_spec(cls, obs_spec: Any, **kwargs: Any) -> ImageStateEncoder:
@@ -129,7 +144,8 @@ class ImageStateEncoder(nn.Module):
         parts = [self.encode_image(image)]
         for key, dim in (("state", self.state_dim), ("task", self.task_dim)):
             if dim > 0:
-                parts.append(self._checked_vector(obs, key, dim, image.shape[0], parts[0].dtype))
+                x = self._checked_vector(obs, key, dim, image.shape[0], parts[0].dtype)
+                parts.append((x - self.state_mean) / self.state_std if key == "state" else x)
         return torch.cat(parts, dim=1)
 
     def _checked_image(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -213,3 +213,20 @@ def _observation_space(privileged: bool, size: int) -> spaces.Space:
         "state": spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
         "task": spaces.Box(0.0, 1.0, (TASK_DIM,), np.float32),
     })
+
+
+GRIPPER_FLAG_INDEX = STATE_DIM - 1
+"""Index of the gripper-open flag in the proprio state (and in the privileged vector)."""
+
+
+def binary_gripper_actions(actions: np.ndarray, states_before: np.ndarray) -> np.ndarray:
+    """Actions with the gripper dim rewritten to the +-1 command of the same effect.
+
+    states_before: (T, >= STATE_DIM) proprio (or privileged) rows of the observation each
+    action was taken in. See `sim.robot.binary_gripper_command`; the arm dims are unchanged.
+    """
+    from sim.robot import binary_gripper_command
+
+    out = np.array(actions, dtype=np.float32, copy=True)
+    out[:, 6] = binary_gripper_command(out[:, 6], np.asarray(states_before)[:, GRIPPER_FLAG_INDEX] > 0.5)
+    return out

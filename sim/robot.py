@@ -117,10 +117,7 @@ class Arm:
         """
         self.target_pos = self.workspace.clip(self.target_pos + delta_pos)
         self.target_yaw = float(np.clip(self.target_yaw + delta_yaw, -np.pi / 2, np.pi / 2))
-        if gripper > 0.5:
-            self.gripper_open = True
-        elif gripper < -0.5:
-            self.gripper_open = False
+        self.gripper_open = bool(gripper_open_after(np.float64(gripper), self.gripper_open))
         self.apply()
 
     def apply(self) -> None:
@@ -149,3 +146,31 @@ class Arm:
         pos, quat = self.ee_pose()
         flag = np.array([1.0 if self.gripper_open else 0.0])
         return np.concatenate([pos, quat, self.finger_positions(), flag]).astype(np.float32)
+
+
+GRIPPER_OPEN_ABOVE = 0.5
+"""Gripper commands above this open the hand, below its negative close it, between: hold."""
+
+
+def gripper_open_after(command: np.ndarray, open_before: np.ndarray | bool) -> np.ndarray:
+    """Whether the hand is open after each gripper command (SIM.md / roboverse semantics).
+
+    Vectorised over steps so that datasets can be rewritten with it: `Arm.command` uses the
+    same function, so an offline action mapped with `binary_gripper_command` has exactly the
+    effect in the env that the recorded one had.
+    """
+    command = np.asarray(command)
+    keep = np.asarray(open_before, dtype=bool)
+    return np.where(command > GRIPPER_OPEN_ABOVE, True, np.where(command < -GRIPPER_OPEN_ABOVE, False, keep))
+
+
+def binary_gripper_command(command: np.ndarray, open_before: np.ndarray) -> np.ndarray:
+    """The binary command (+1 open, -1 close) with the same effect as each recorded command.
+
+    A "hold" command (|g| <= 0.5) keeps the hand as it was, which is what +1 does to an open
+    hand and -1 to a closed one; so the gripper of every stored transition becomes one of
+    two values without changing what happened. Used by learners that treat the gripper as a
+    discrete action (`LearnerConfig.discrete_gripper`).
+    """
+    return np.where(gripper_open_after(command, open_before), 1.0, -1.0).astype(np.float32)
+

@@ -75,6 +75,11 @@ def test_train_state_entry_point_end_to_end(tmp_path: Path) -> None:
     state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     assert state["learner"]["num_updates"] == 40 + summary["online_updates"]
     assert (run_dir / "learning_curves.png").stat().st_size > 1000
+    assert (run_dir / "calibration.png").stat().st_size > 1000
+    assert all("train/q_pi" in r and "train/mc_return" in r for r in train)  # calibration, both phases
+    norm = config["obs_normalization"]  # the fixed statistics the networks saw, in the user's config
+    assert len(norm["mean"]) == len(norm["std"]) == 29 and min(norm["std"]) > 0
+    np.testing.assert_allclose(state["learner"]["encoder"]["mean"].numpy(), norm["mean"], atol=1e-5)
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch) -> None:

@@ -70,8 +70,13 @@ def test_state_run_round_trip(tmp_path):
     assert domain == "pickplace_state" and back == cfg
     from sim.pickplace_env import PRIVILEGED_DIM
 
-    learner = CalQLLearner(cfg.learner, PRIVILEGED_DIM, 7)
+    from encoders.normalize import ObsNormalizer
+
+    stats = ObsNormalizer(np.linspace(-1, 1, PRIVILEGED_DIM), np.linspace(0.5, 2, PRIVILEGED_DIM))
+    learner = CalQLLearner(cfg.learner, PRIVILEGED_DIM, 7, encoder=stats)
     save_run_checkpoint(run_dir / "checkpoints", {"learner": learner.state_dict()}, 0)
+    loaded = load_policy(run_dir).learner.encoder  # the checkpoint's statistics, not the placeholder's
+    assert torch.equal(loaded.mean, stats.mean) and torch.equal(loaded.std, stats.std)
     result = rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, output=str(tmp_path / "s.mp4")))
     assert result["domain"] == "pickplace_state" and 0.0 <= result["success_rate"] <= 1.0
     assert iio.imread(tmp_path / "s.mp4", index=None).shape[0] >= 2

@@ -13,6 +13,10 @@ from typing import Literal
 
 import numpy as np
 
+from encoders.normalize import ObsNormalizer
+
+from calql_robot.agents import Algo
+from calql_robot.agents.bc import BCConfig
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig
 from calql_robot.errors import ConfigError
 from calql_robot.experiment import Domain, obs_spec_of
@@ -54,6 +58,12 @@ class StateExperimentConfig:
     """Target object (0..4) of the task trained and evaluated."""
     distractor: int = 1
     """Distractor object (0..4) of the task."""
+    algo: Algo = "calql"
+    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning's settings (used with --algo bc)."""
+    normalize_obs: bool = True
+    """Standardise observations by the offline data's mean and std (fixed; saved in checkpoints)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
@@ -91,10 +101,26 @@ def build_state_domain(cfg: StateExperimentConfig) -> Domain:
     probe = make_env()
     spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
     probe.close()
+    if cfg.algo == "calql" and cfg.learner.discrete_gripper:
+        episodes = [binarize_gripper(ep) for ep in episodes]
     steps = sum(len(ep["rewards"]) for ep in episodes)
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=steps + len(episodes))
     offline.add_episodes(episodes, cfg.learner.discount, cfg.reward.failure_reward, cfg.reward.scale,
                          cfg.reward.bias)
     success = float(np.mean([ep["success"] for ep in episodes]))
     print(f"offline data: {len(episodes)} scripted episodes, {steps} transitions, success {success:.2f}")
-    return Domain(make_env=make_env, offline=offline, feature_dim=int(np.prod(spec[0])))
+    encoder, record = None, {}
+    if cfg.normalize_obs:
+        encoder = ObsNormalizer.from_data(np.concatenate([ep["observations"] for ep in episodes]))
+        record = {"obs_normalization": encoder.stats()}
+    return Domain(make_env=make_env, offline=offline, feature_dim=int(np.prod(spec[0])), encoder=encoder,
+                  record=record)
+
+
+def binarize_gripper(episode: dict) -> dict:
+    """The episode with each gripper command replaced by the +-1 command of the same effect
+    in the env (`sim.pickplace_env.binary_gripper_actions`), for the discrete gripper."""
+    from sim.pickplace_env import binary_gripper_actions
+
+    actions = binary_gripper_actions(episode["actions"], episode["observations"][:-1])
+    return {**episode, "actions": actions}

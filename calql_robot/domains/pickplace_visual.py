@@ -25,6 +25,8 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 
+from calql_robot.agents import Algo
+from calql_robot.agents.bc import BCConfig
 from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
 from calql_robot.datasets import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
                                   reusable_dataset)
@@ -61,6 +63,12 @@ class VisualExperimentConfig:
     """Train on this existing HDF5 file as it is, whatever settings produced it; its recorded
     collection settings replace --data.* (shown, and saved in the run's config.json)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    algo: Algo = "calql"
+    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning's settings (used with --algo bc)."""
+    normalize_state: bool = True
+    """Standardise the proprio state by the offline data's mean and std (fixed; in checkpoints)."""
     video: bool = True
     """Write an mp4 of the first episode of every evaluation into <run_dir>/videos."""
     finetune_task: tuple[int, int] | None = None
@@ -165,10 +173,11 @@ def adopt_dataset(cfg: VisualExperimentConfig) -> VisualExperimentConfig:
     return dataclasses.replace(cfg, data=recorded)
 
 
-def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int) -> tuple[EpisodeReplayBuffer, float]:
+def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
+                        ) -> tuple[EpisodeReplayBuffer, float, tuple[np.ndarray, np.ndarray]]:
     """Find or collect the cached dataset and load it into an image buffer, frames once.
 
-    Returns the buffer and the dataset's success rate. MC returns use the run's one reward
+    Returns the buffer, the dataset's success rate and the (mean, std) of its proprio state. MC returns use the run's one reward
     transform (SPEC section 7); the file keeps raw rewards.
     """
     from data.episodes_hdf5 import read_episodes
@@ -183,10 +192,24 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int) -> t
                            f"--data.image-size must match the file")
     steps, rows = data.num_steps, data.num_steps + data.num_episodes
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=rows)
-    offline.add_episode_arrays(data.observations, data.actions, data.rewards, data.terminals, data.timeouts,
+    actions = data.actions
+    if cfg.algo == "calql" and cfg.learner.discrete_gripper:
+        actions = binarize_gripper_flat(actions, data.observations["state"], data.length)
+    offline.add_episode_arrays(data.observations, actions, data.rewards, data.terminals, data.timeouts,
                                data.length, cfg.learner.discount, cfg.reward.failure_reward,
                                cfg.reward.scale, cfg.reward.bias)
-    return offline, float(np.mean(data.success))
+    states = np.asarray(data.observations["state"], np.float64)
+    return offline, float(np.mean(data.success)), (states.mean(axis=0), states.std(axis=0))
+
+
+def binarize_gripper_flat(actions: np.ndarray, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """`binary_gripper_actions` over flat episode arrays: step t of episode e was taken in
+    observation row (sum of earlier T_i + 1) + t, i.e. step index + e."""
+    from sim.pickplace_env import binary_gripper_actions
+
+    lengths = np.asarray(lengths, np.int64)
+    rows = np.arange(int(lengths.sum())) + np.repeat(np.arange(len(lengths)), lengths)
+    return binary_gripper_actions(actions, states[rows])
 
 
 def build_visual_domain(cfg: VisualExperimentConfig) -> Domain:
@@ -196,10 +219,15 @@ def build_visual_domain(cfg: VisualExperimentConfig) -> Domain:
     spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
     encoder, augment, feature_dim = make_visual_modules(cfg, probe.observation_space)
     probe.close()
-    offline, success = load_offline_buffer(cfg, spec, action_dim)
+    offline, success, state_stats = load_offline_buffer(cfg, spec, action_dim)
+    record = {}
+    if cfg.normalize_state:
+        encoder.set_state_normalization(*state_stats)
+        record = {"obs_normalization": {"state": {"mean": [round(float(v), 6) for v in encoder.state_mean],
+                                                  "std": [round(float(v), 6) for v in encoder.state_std]}}}
     frame = int(np.prod(spec["image"][0]))
     print(f"offline data: {offline.num_episodes} episodes, {len(offline)} transitions, success {success:.2f}; "
           f"buffer {offline.nbytes / 2**20:.1f} MiB, {offline.bytes_per_transition:.0f} B/transition "
           f"(one frame: {frame} B)", flush=True)
     return Domain(make_env=lambda: make_visual_env(cfg), offline=offline, feature_dim=feature_dim,
-                  encoder=encoder, augment=augment)
+                  encoder=encoder, augment=augment, record=record)
