@@ -50,11 +50,7 @@ import numpy as np
 import torch
 
 from calql_robot.atomic import atomic_write
-from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space
-
-__all__ = ["CheckpointError", "CheckpointNotFoundError", "LATEST_NAME", "PREVIOUS_NAME", "check_keys",
-           "fits_run", "latest_checkpoint", "load_checkpoint", "resume_state", "save_checkpoint",
-           "save_run_checkpoint"]
+from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space  # noqa: F401 - re-exported
 
 LATEST_NAME = "latest.pt"
 PREVIOUS_NAME = "previous.pt"
@@ -292,6 +288,25 @@ def resume_state(ckpt_dir: Path, map_location: str | torch.device | None = "cpu"
     except CheckpointError as err:
         raise CheckpointError(str(err), _fallback_hint(candidates[0], candidates[1:])) from err
     return candidates[0], state
+
+
+def precheck_resume(ckpt_dir: Path) -> None:
+    """Fail fast, before a resumed run spends minutes rebuilding its dataset: the newest
+    checkpoint must be a whole archive (CRCs streamed, nothing unpickled, little memory).
+    A file that is not a zip archive at all is small or foreign, so it is loaded in full
+    here to get its diagnosis. Refused pickles and keys are checked at the real load."""
+    candidates = checkpoint_candidates(ckpt_dir)
+    if not candidates:
+        return
+    newest = candidates[0]
+    try:
+        problem = _archive_problem(newest)
+        if problem is not None:
+            raise CheckpointError(f"{newest}: {problem}")
+        if not zipfile.is_zipfile(newest):
+            load_checkpoint(newest)
+    except CheckpointError as err:
+        raise CheckpointError(str(err), _fallback_hint(newest, candidates[1:])) from err
 
 
 def _fallback_hint(bad: Path, older: list[Path]) -> str:

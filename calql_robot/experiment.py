@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.checkpoint import remove_stale_temporaries
+from calql_robot.checkpoint import precheck_resume, remove_stale_temporaries
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig, to_dict
 from calql_robot.agents import BCConfig, make_learner
 from calql_robot.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
@@ -175,6 +175,7 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
     run_dir = prepare_run_dir(run)
     if run.resume:
         remove_stale_temporaries(run_dir / "checkpoints")
+        precheck_resume(run_dir / "checkpoints")  # a damaged latest.pt is named before data load
     saved = to_dict(config)
     if isinstance(saved.get("run"), dict):
         saved["run"]["resume"] = False  # how this process started, not a setting of the run

@@ -166,6 +166,7 @@ def test_resume_with_an_unreadable_latest_offers_the_previous_one(finished: Path
     proc = cli("train_state.py", "--run.resume", "--run.run-dir", str(run_dir))
     user_error(proc, "latest.pt", "not a PyTorch checkpoint")
     assert f"hint: the previous checkpoint {previous} loads" in proc.stderr
+    assert "offline data:" not in proc.stdout, "named before the offline data are collected again"
     load_checkpoint(previous)
 
 
