@@ -366,6 +366,14 @@ def test_a_disk_too_small_stops_before_training(small_fs) -> None:
     assert not (fs / "run" / "checkpoints").exists()
 
 
+def test_a_dataset_that_cannot_fit_is_not_started(small_fs) -> None:
+    fs = small_fs("400k")
+    path = fs / "data.hdf5"
+    proc = cli("collect_data.py", "--num-tasks", "2", "--episodes-per-task", "20", "--output", str(path))
+    user_error(proc, "not enough free space in", f"the dataset {path}")
+    assert "--output on a larger disk" in proc.stderr and list(fs.iterdir()) == []
+
+
 def test_a_disk_that_fills_up_keeps_the_last_checkpoint_and_resumes(small_fs) -> None:
     fs = small_fs("1500k")
     run_dir = fs / "run"
