@@ -377,7 +377,7 @@ def test_a_dataset_that_cannot_fit_is_not_started(small_fs) -> None:
 def test_a_disk_that_fills_up_keeps_the_last_checkpoint_and_resumes(small_fs) -> None:
     fs = small_fs("1500k")
     run_dir = fs / "run"
-    args = [*TINY, "--loop.offline-steps", "200", "--loop.checkpoint-every", "10", "--loop.online-env-steps", "40",
+    args = [*TINY, "--loop.offline-steps", "100", "--loop.checkpoint-every", "10", "--loop.online-env-steps", "40",
             "--loop.eval-every-offline", "0", "--run.run-dir", str(run_dir)]
     proc = subprocess.Popen([sys.executable, "train_state.py", *args], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -397,12 +397,12 @@ def test_a_disk_that_fills_up_keeps_the_last_checkpoint_and_resumes(small_fs) ->
     assert leftovers == [], f"half-written files under the run dir: {leftovers} ({line})"
     state = load_checkpoint(latest)
     rows = read_metrics(run_dir / "metrics.jsonl")
-    assert rows and state["counters"]["offline_updates"] < 200
+    assert rows and state["counters"]["offline_updates"] < 100
     filler.unlink()
     resumed = cli("train_state.py", "--run.resume", "--run.run-dir", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["offline_updates"] == 200 and summary["env_steps"] >= 40
+    assert summary["offline_updates"] == 100 and summary["env_steps"] >= 40
 
 
 def test_full_disk_writes_name_the_file_and_keep_the_old_one(small_fs) -> None:
