@@ -1,6 +1,7 @@
 """Collect the PTR-style pick-and-place pre-training dataset (scripted, noisy, many tasks).
 
-    python collect_data.py --episodes-per-task 100 --output datasets/pickplace_64px.hdf5
+    python collect_data.py --episodes-per-task 100       # -> datasets/pickplace_64px_<hash>.hdf5
+    python collect_data.py --episodes-per-task 100 --output my_data.hdf5
 
 Every option is documented by `python collect_data.py --help`; the logic (task split,
 collection, caching, file attributes) lives in calql_robot/datasets.py.
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import tyro
 
-from calql_robot.datasets import PickPlaceDataConfig, find_or_create_dataset, format_success_table
+from calql_robot.datasets import PickPlaceDataConfig, check_data_config, find_or_create_dataset, format_success_table
+from calql_robot.errors import cli_main
 from data.episodes_hdf5 import validate
 
 
 def main(cfg: PickPlaceDataConfig) -> None:
-    path = find_or_create_dataset(cfg)
+    check_data_config(cfg, prefix="--")
+    path = find_or_create_dataset(cfg, prefix="--")
     attrs = validate(path)
     print(f"{path}: {attrs['num_episodes']} episodes, {attrs['num_steps']} steps, "
           f"held-out task {tuple(attrs['split']['held_out_task'])}")
@@ -22,4 +25,4 @@ def main(cfg: PickPlaceDataConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(PickPlaceDataConfig))
+    cli_main(lambda argv: main(tyro.cli(PickPlaceDataConfig, args=argv)))  # --debug: tracebacks

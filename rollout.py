@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import tyro
 
+from calql_robot.errors import ConfigError, cli_main
 from calql_robot.loop import eval_seed_base
 from calql_robot.policy_io import load_policy, policy_fn
 from calql_robot.rollouts import is_success
@@ -41,6 +42,8 @@ class RolloutConfig:
     """Seed of the episode seeds; None: the run's own seed (its evaluation episodes)."""
     output: str | None = None
     """mp4 path; None: <run_dir>/rollouts/rollout_<checkpoint stem>.mp4."""
+    force: bool = False
+    """Replace an existing --output file (a file you named is never replaced without it)."""
     gif: bool = False
     """Also write a GIF beside the mp4."""
     fps: int = 10
@@ -56,7 +59,13 @@ class RolloutConfig:
 def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
     """Run the episodes into one video; return success rate, mean return and the paths."""
     if cfg.episodes < 1 or cfg.fps < 1 or cfg.hold < 0:
-        raise ValueError(f"need --episodes >= 1, --fps >= 1, --hold >= 0; got {cfg.episodes}, {cfg.fps}, {cfg.hold}")
+        raise ConfigError(f"need --episodes >= 1, --fps >= 1, --hold >= 0; got {cfg.episodes}, {cfg.fps}, {cfg.hold}")
+    if not Path(cfg.run_dir).is_dir():
+        raise ConfigError(f"--run-dir {cfg.run_dir}: no such run directory")
+    named = Path(cfg.output) if cfg.output else None
+    if named is not None and not cfg.force and (named.exists() or (cfg.gif and named.with_suffix(".gif").exists())):
+        raise ConfigError(f"--output {cfg.output} exists" + ("" if named.exists() else " (its .gif)"),
+                          "pass --force to replace it, or another --output")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     loaded = load_policy(Path(cfg.run_dir), None if cfg.checkpoint is None else Path(cfg.checkpoint), cfg.device)
@@ -104,4 +113,4 @@ def record_episode(env, policy, seed: int, index: int, recorder: VideoRecorder, 
 
 
 if __name__ == "__main__":
-    rollout(tyro.cli(RolloutConfig))
+    cli_main(lambda argv: rollout(tyro.cli(RolloutConfig, args=argv)))  # --debug: tracebacks

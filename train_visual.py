@@ -8,12 +8,11 @@ online fine-tuning on the held-out task (0, 1), with evaluation videos, checkpoi
 """
 
 import argparse
-import sys
 
-import tyro
-
-from calql_robot.experiment import run_experiment
-from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig, build_visual_domain
+from calql_robot.errors import cli_main
+from calql_robot.experiment import parse_config, run_experiment
+from calql_robot.domains.pickplace_visual import (PRESETS, VisualExperimentConfig, adopt_dataset, build_visual_domain,
+                                                  check_visual_config)
 
 
 def parse(argv: list[str]) -> VisualExperimentConfig:
@@ -22,14 +21,16 @@ def parse(argv: list[str]) -> VisualExperimentConfig:
     pre.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     known, rest = pre.parse_known_args(argv)
     description = f"{__doc__}\nPreset: {known.preset} (choices: {', '.join(sorted(PRESETS))}; pass --preset NAME first)."
-    return tyro.cli(VisualExperimentConfig, default=PRESETS[known.preset], args=rest, description=description)
+    return parse_config(VisualExperimentConfig, rest, default=PRESETS[known.preset], description=description)
 
 
 def main(cfg: VisualExperimentConfig) -> None:
+    cfg = adopt_dataset(cfg)
+    check_visual_config(cfg)
     summary = run_experiment(cfg, cfg.learner, cfg.loop, cfg.reward, cfg.run,
                              lambda: build_visual_domain(cfg), videos=cfg.video)
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in summary.items()})
 
 
 if __name__ == "__main__":
-    main(parse(sys.argv[1:]))
+    cli_main(lambda argv: main(parse(argv)))  # --debug: tracebacks

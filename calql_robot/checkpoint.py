@@ -18,17 +18,31 @@ RNG state, which only works if the file on disk is whole).
 Layout written by `save_run_checkpoint`::
 
     <ckpt_dir>/latest.pt                 always the newest state
+    <ckpt_dir>/previous.pt               the state before it (a hard link, no extra bytes
+                                         until latest.pt is replaced)
     <ckpt_dir>/step_000012000.pt         optional numbered copies, `keep_last` newest kept
+
+Two are kept so that a latest.pt damaged after it was written (a disk error, a copy cut
+short) still leaves a good one; `resume_state` names it in its hint (issue 9).
+
+Diagnosis (`load_checkpoint`, issue 9): a missing path, a directory, an empty file, a zip
+archive cut short, a damaged archive (CRC of an entry wrong), a file that is no PyTorch
+checkpoint at all (random bytes, text), pickled objects outside the weights_only
+allow-list (refused; their code never runs) and a valid archive from another run or
+version (`check_keys`, `fits_run`: missing or mismatched keys, named) each get their own
+message. Every one is a `CheckpointError` (calql_robot/errors.py), so entry points print
+it as one line with exit code 2.
 """
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import re
 import shutil
 import warnings
-from collections.abc import Mapping
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +50,17 @@ import numpy as np
 import torch
 
 from calql_robot.atomic import atomic_write
+from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space  # noqa: F401 - re-exported
 
 LATEST_NAME = "latest.pt"
+PREVIOUS_NAME = "previous.pt"
+_TMP_RE = re.compile(r"^\..+\.tmp-\d+$")
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 _NDARRAY_TAG = "__ndarray__"
 
 # Leaf types torch's weights_only unpickler rebuilds by default (checked against
 # torch 2.14 in tests/test_checkpoint.py::test_every_allowed_leaf_type_loads_weights_only).
 _SAFE_LEAVES = (torch.Tensor, bool, int, float, complex, str, bytes, type(None), torch.device, torch.dtype, torch.Size)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be (safely) loaded; the message names the path."""
 
 
 # --------------------------------------------------------------------------- saving
@@ -94,13 +107,19 @@ def step_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def checkpoint_candidates(ckpt_dir: Path) -> list[Path]:
+    """Finished checkpoints of a run, newest first: latest.pt, the numbered ones, previous.pt.
+    Temporary files of a killed writer (`.latest.pt.tmp-<pid>`) are never among them."""
+    ckpt_dir = Path(ckpt_dir)
+    named = [ckpt_dir / LATEST_NAME] + [p for _, p in reversed(step_checkpoints(ckpt_dir))]
+    return [p for p in named + [ckpt_dir / PREVIOUS_NAME] if p.is_file()]
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    """`ckpt_dir/latest.pt` if it exists, else the highest numbered one, else None."""
-    latest = Path(ckpt_dir) / LATEST_NAME
-    if latest.is_file():
-        return latest
-    numbered = step_checkpoints(ckpt_dir)
-    return numbered[-1][1] if numbered else None
+    """`ckpt_dir/latest.pt` if it exists, else the highest numbered one, else previous.pt,
+    else None."""
+    found = checkpoint_candidates(ckpt_dir)
+    return found[0] if found else None
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -113,6 +132,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
+    except OSError as err:
+        if is_no_space(err):
+            raise no_space(dst) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -125,6 +148,8 @@ def save_run_checkpoint(ckpt_dir: Path, state: Mapping[str, Any], step: int, kee
         raise ValueError(f"keep_last must be >= 0, got {keep_last}")
     ckpt_dir = Path(ckpt_dir)
     latest = ckpt_dir / LATEST_NAME
+    if latest.is_file():
+        _link_or_copy(latest, ckpt_dir / PREVIOUS_NAME)  # before the new write: both stay whole
     if keep_last == 0:
         save_checkpoint(latest, state)
         return latest
@@ -137,43 +162,166 @@ def save_run_checkpoint(ckpt_dir: Path, state: Mapping[str, Any], step: int, kee
 
 
 # -------------------------------------------------------------------------- loading
-def _weights_only_detail(err: Exception) -> str:
-    """The line of torch's message that names the refused global, without its advice to
-    set weights_only=False (which is exactly what we will not do)."""
-    for line in str(err).splitlines():
-        if "Unsupported" in line or "WeightsUnpickler error" in line:
-            return line.strip()
-    return str(err).splitlines()[0].strip() if str(err) else type(err).__name__
+_GLOBAL_RE = re.compile(r"GLOBAL (\S+) was not an allowed global")
+
+
+def _refused_global(err: Exception) -> str | None:
+    """The global torch's weights_only unpickler refused (e.g. 'io.open'), if that is why
+    it failed; None for any other failure (random bytes also fail inside that unpickler)."""
+    match = _GLOBAL_RE.search(str(err))
+    return match.group(1) if match else None
+
+
+def _archive_problem(path: Path) -> str | None:
+    """Why a file that starts like a zip archive is not a whole one, or None if it is (or
+    does not look like a zip at all: then torch's legacy pickle reader gets to judge it)."""
+    size = path.stat().st_size
+    if size == 0:
+        return "empty file (0 bytes), not a checkpoint; was its writer killed?"
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        return None
+    if not zipfile.is_zipfile(path):
+        return (f"truncated PyTorch checkpoint ({size} bytes, the end of the archive is missing); "
+                "was it cut short by a kill, a full disk or an unfinished copy?")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        return f"damaged zip archive ({err})"
+    return None if bad is None else f"damaged PyTorch checkpoint: entry {bad!r} fails its CRC check"
+
+
+def _parse_failure(path: Path, err: Exception) -> str:
+    """A short why for a file torch could not parse. torch's own text for a non-archive
+    is advice about weights_only=False (which we will not follow), so show the bytes."""
+    if zipfile.is_zipfile(path):
+        return f"a zip archive without PyTorch's layout: {' '.join(str(err).split())[:120]}"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return f"neither a PyTorch zip archive nor a tensor pickle; it starts with bytes {head.hex()}"
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict with `weights_only=True`, always.
 
-    Errors name the path: FileNotFoundError when missing; CheckpointError when the file
-    is truncated / not a PyTorch checkpoint, when it holds pickled objects the safe
-    loader refuses (we will not unpickle untrusted data), or when it is not a dict.
+    Every failure is a CheckpointError naming the path (CheckpointNotFoundError, also a
+    FileNotFoundError, when there is no file): an empty, truncated or damaged archive;
+    a file that is not a PyTorch checkpoint; pickled objects the safe loader refuses (we
+    will not unpickle untrusted data, so their code never runs); a non-dict. Any exception
+    of torch's parser counts as "not a checkpoint": it parses untrusted bytes.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    problem = _archive_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"{path}: {problem}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise CheckpointError(f"{path}: corrupted or not a PyTorch checkpoint ({e})") from e
-        raise CheckpointError(
-            f"{path}: refusing to load. The file contains pickled Python objects outside the "
-            f"weights_only allow-list ({_weights_only_detail(e)}). Unpickling them could run "
-            "arbitrary code, and this loader will not unpickle untrusted data; re-save the "
-            "state as tensors and plain containers (see check_weights_only_safe)."
-        ) from e
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as e:
-        raise CheckpointError(
-            f"{path}: truncated, corrupted or not a PyTorch checkpoint ({type(e).__name__}: {str(e)[:200]})"
-        ) from e
+    except Exception as e:  # noqa: BLE001 - see docstring
+        refused = _refused_global(e)
+        if refused is not None:
+            raise CheckpointError(
+                f"{path}: refusing to load. The file contains pickled Python objects outside the "
+                f"weights_only allow-list (it needs {refused}). Unpickling them could run "
+                "arbitrary code, and this loader will not unpickle untrusted data; re-save the "
+                "state as tensors and plain containers (see check_weights_only_safe)."
+            ) from e
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_parse_failure(path, e)})") from e
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a checkpoint dict, found {type(state).__name__}")
     return state
+
+
+def check_keys(path: Path, state: Mapping[str, Any], required: Iterable[str]) -> None:
+    """A valid archive from another program or an older layout: name the missing keys."""
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: a PyTorch archive, but not a checkpoint of this kind of run: "
+                              f"missing keys {missing} (it has {sorted(map(str, state))[:12]})",
+                              "was it written by another program or another version of this one?")
+
+
+@contextmanager
+def fits_run(path: Path, what: str = "this run") -> Iterator[None]:
+    """Turn the errors of applying a loaded state (a missing or extra key, a tensor of
+    another shape) into a CheckpointError that names the file and the key."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as err:
+        detail = f"missing key {err}" if isinstance(err, KeyError) else " ".join(str(err).split())[:400]
+        raise CheckpointError(f"{path}: does not fit {what}: {detail}",
+                              "was it written by another run (other network sizes or settings) or "
+                              "another version of this code?") from err
+
+
+def remove_stale_temporaries(ckpt_dir: Path) -> list[Path]:
+    """Delete `.<name>.tmp-<pid>` files a killed writer left (never taken for checkpoints,
+    but they hold disk space). Only call it from the one process that owns the run."""
+    ckpt_dir = Path(ckpt_dir)
+    stale = [p for p in ckpt_dir.iterdir() if _TMP_RE.match(p.name)] if ckpt_dir.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def resume_state(ckpt_dir: Path, map_location: str | torch.device | None = "cpu",
+                 required: Iterable[str] = ()) -> tuple[Path, dict[str, Any]] | None:
+    """(path, state) of the newest checkpoint in `ckpt_dir`, or None when there is none.
+
+    An unreadable newest checkpoint is an error, not a silent fall-back (the user should
+    know that state was lost); its hint names the newest older checkpoint that does load
+    and how to resume from it.
+    """
+    candidates = checkpoint_candidates(ckpt_dir)
+    if not candidates:
+        return None
+    try:
+        state = load_checkpoint(candidates[0], map_location=map_location)
+        check_keys(candidates[0], state, required)
+    except CheckpointError as err:
+        raise CheckpointError(str(err), _fallback_hint(candidates[0], candidates[1:])) from err
+    return candidates[0], state
+
+
+def precheck_resume(ckpt_dir: Path) -> None:
+    """Fail fast, before a resumed run spends minutes rebuilding its dataset: the newest
+    checkpoint must be a whole archive (CRCs streamed, nothing unpickled, little memory).
+    A file that is not a zip archive at all is small or foreign, so it is loaded in full
+    here to get its diagnosis. Refused pickles and keys are checked at the real load."""
+    candidates = checkpoint_candidates(ckpt_dir)
+    if not candidates:
+        return
+    newest = candidates[0]
+    try:
+        problem = _archive_problem(newest)
+        if problem is not None:
+            raise CheckpointError(f"{newest}: {problem}")
+        if not zipfile.is_zipfile(newest):
+            load_checkpoint(newest)
+    except CheckpointError as err:
+        raise CheckpointError(str(err), _fallback_hint(newest, candidates[1:])) from err
+
+
+def _fallback_hint(bad: Path, older: list[Path]) -> str:
+    """Which older checkpoint loads, and the command that makes a resume use it."""
+    for path in older:
+        if os.path.samefile(path, bad):
+            continue
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError:
+            continue
+        step = state.get("learner", {}).get("num_updates", "?") if isinstance(state.get("learner"), dict) else "?"
+        return (f"the previous checkpoint {path} loads (after {step} updates); move the bad one aside "
+                f"(mv {bad} {bad}.bad) and run the same command again to resume from it")
+    return "no older checkpoint of this run loads; start the run again in a new --run.run-dir"
 
 
 # ------------------------------------------------------------------------ RNG state

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from calql_robot.errors import ConfigError
+
 
 @dataclass
 class LearnerConfig:
@@ -83,21 +85,28 @@ class LearnerConfig:
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
 
     def validate(self) -> None:
-        """Raise ValueError naming the field when a value cannot work."""
+        """Raise ConfigError naming the flag (`--learner.discount`) when a value cannot work."""
         positive = {"discount": self.discount, "tau": self.tau, "actor_lr": self.actor_lr,
                     "critic_lr": self.critic_lr, "cql_temp": self.cql_temp}
         for name, value in positive.items():
             if not value > 0:
-                raise ValueError(f"LearnerConfig.{name} must be > 0, got {value!r}")
+                raise ConfigError(f"{_flag(name)} must be > 0, got {value!r}")
         if not self.discount < 1:
-            raise ValueError(f"LearnerConfig.discount must be < 1, got {self.discount!r}")
+            raise ConfigError(f"{_flag('discount')} must be < 1, got {self.discount!r}",
+                              "the Monte-Carlo returns of the Cal-QL bound need gamma < 1")
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
-                raise ValueError(f"LearnerConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+                raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)!r}")
         if self.bc_weight < 0:
-            raise ValueError(f"LearnerConfig.bc_weight must be >= 0, got {self.bc_weight!r}")
+            raise ConfigError(f"{_flag('bc_weight')} must be >= 0, got {self.bc_weight!r}")
         if self.cql_clip_min > self.cql_clip_max:
-            raise ValueError(f"cql_clip_min {self.cql_clip_min} > cql_clip_max {self.cql_clip_max}")
+            raise ConfigError(f"{_flag('cql_clip_min')} {self.cql_clip_min} > {_flag('cql_clip_max')} "
+                              f"{self.cql_clip_max}")
+
+
+def _flag(field_name: str, group: str = "learner") -> str:
+    """A config field as the user types it on the command line (tyro's spelling)."""
+    return f"--{group}.{field_name.replace('_', '-')}"
 
 
 @dataclass

@@ -13,6 +13,7 @@ data - a harder transfer than PTR's, where only the pair is new.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import time
@@ -23,9 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from calql_robot.diskspace import require_free_space
+from calql_robot.errors import ConfigError, DatasetError, is_no_space, no_space
 from data.episodes_hdf5 import DatasetFormatError, validate, write_episodes
 
 ENV_ID = "PickPlace-v0"
+CACHE_DIR = Path("datasets")
+"""Where generated datasets are cached, each under a name derived from its settings."""
+HASH_CHARS = 10
+COMPRESSED_FRAME_FRACTION = 8
+"""A gzip-1 frame takes ~1/35 of its raw bytes (measured, data/episodes_hdf5.py); the free
+space check assumes 1/8, an upper bound for busier scenes."""
+NOT_A_DATASET = "the existing file is not a valid dataset"
 TASKS_PER_CALL = 4
 """Tasks per collect_episodes call: ~180 MB of 64 px frames at 100 episodes per task, and
 few enough calls that the workers' start-up (spawned processes) stays negligible."""
@@ -35,8 +45,11 @@ few enough calls that the workers' start-up (spawned processes) stays negligible
 class PickPlaceDataConfig:
     """Collect scripted pick-and-place episodes for offline pre-training (PTR-style split)."""
 
-    output: str = "datasets/pickplace_64px.hdf5"
-    """HDF5 file to write; reused if it holds data collected with the same settings."""
+    output: str | None = None
+    """HDF5 file to read or write. None: the cache file datasets/pickplace_<size>px_<hash>.hdf5,
+    named by a hash of the collection and env settings, so other settings never replace it.
+    A named file is used when it was collected with these settings; otherwise the run stops
+    and says what differs (pass --force / --data.force to recollect into it)."""
     episodes_per_task: int = 100
     """Episodes collected for each pre-training (target, distractor) task."""
     held_out_task: tuple[int, int] = (0, 1)
@@ -58,14 +71,28 @@ class PickPlaceDataConfig:
     workers: int = 2
     """Worker processes for collection (does not change the data)."""
     force: bool = False
-    """Collect and overwrite even if a matching dataset already exists at --output."""
+    """Collect into the output file even if a file is there, replacing it."""
 
-    def __post_init__(self) -> None:
-        if self.episodes_per_task < 1 or self.workers < 1 or self.image_size < 8:
-            raise ValueError(f"need episodes_per_task >= 1, workers >= 1, image_size >= 8; "
-                             f"got {self}")
-        if self.num_tasks is not None and self.num_tasks < 1:
-            raise ValueError(f"num_tasks must be >= 1 or None, got {self.num_tasks}")
+
+def check_data_config(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> None:
+    """Raise ConfigError naming the flag as typed: `prefix` is "--" for collect_data.py and
+    "--data." where the data config is nested (train_visual.py)."""
+    def flag(name: str) -> str:
+        return prefix + name.replace("_", "-")
+
+    for name, low in (("episodes_per_task", 1), ("workers", 1), ("image_size", 8)):
+        if getattr(cfg, name) < low:
+            raise ConfigError(f"{flag(name)} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.num_tasks is not None and cfg.num_tasks < 1:
+        raise ConfigError(f"{flag('num_tasks')} must be >= 1 (or left out for all tasks), got {cfg.num_tasks}")
+    if cfg.noise < 0:
+        raise ConfigError(f"{flag('noise')} must be >= 0, got {cfg.noise}")
+    for name in ("p_wrong", "p_drop"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ConfigError(f"{flag(name)} must be a probability in [0, 1], got {getattr(cfg, name)}")
+    if not all(0 <= int(t) < 5 for t in cfg.held_out_task):
+        raise ConfigError(f"{flag('held_out_task')} must be two object indices in 0..4, got "
+                          f"{' '.join(map(str, cfg.held_out_task))}")
 
 
 def pretraining_tasks(cfg: PickPlaceDataConfig, num_objects: int = 5) -> list[tuple[int, int]]:
@@ -151,43 +178,117 @@ def _episodes(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]]) -> Iterato
 
 
 def collect_pickplace_dataset(cfg: PickPlaceDataConfig) -> Path:
-    """Collect the split described by ``cfg`` and write it (atomically) to ``cfg.output``."""
+    """Collect the split described by ``cfg`` and write it (atomically) to its path."""
     tasks = pretraining_tasks(cfg)
     attrs = {"env_config": env_config(cfg.image_size), "collection_config": collection_config(cfg),
              "split": {"held_out_task": list(cfg.held_out_task), "pretraining_tasks": tasks},
              "provenance": provenance()}
-    path = Path(cfg.output)
-    write_episodes(path, _episodes(cfg, tasks), attrs)
+    path = dataset_path(cfg)
+    try:
+        write_episodes(path, _episodes(cfg, tasks), attrs)
+    except OSError as err:  # h5py reports a full disk as OSError errno 28 without the path
+        if is_no_space(err):
+            raise no_space(path, f"free some space or pass --data.output on a larger disk; "
+                                 f"no partial file was left at {path}") from err
+        raise
     return path
 
 
-def find_or_create_dataset(cfg: PickPlaceDataConfig) -> Path:
-    """Return ``cfg.output`` if it is a valid file collected with the same settings (the
-    stored collection and env configs match), else collect it, replacing any old file."""
-    path = Path(cfg.output)
-    if path.exists() and not cfg.force:
-        reason = _mismatch(path, cfg)
-        if reason is None:
-            print(f"Reusing {path}: it was collected with the same settings.")
-            return path
-        print(f"Recollecting {path}: {reason}.")
-    return collect_pickplace_dataset(cfg)
+def settings_hash(cfg: PickPlaceDataConfig) -> str:
+    """Short hash of what decides the data: the collection settings and the env config."""
+    key = json.dumps({"collection": collection_config(cfg), "env": env_config(cfg.image_size)}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:HASH_CHARS]
+
+
+def dataset_path(cfg: PickPlaceDataConfig) -> Path:
+    """--output as given, or the cache file named by the settings (see the field's doc)."""
+    if cfg.output is not None:
+        return Path(cfg.output)
+    return CACHE_DIR / f"pickplace_{cfg.image_size}px_{settings_hash(cfg)}.hdf5"
+
+
+def estimated_bytes(cfg: PickPlaceDataConfig) -> int:
+    """Upper bound of the file's size: every frame of full-length episodes, compressed."""
+    from sim import MAX_EPISODE_STEPS
+
+    frames = len(pretraining_tasks(cfg)) * cfg.episodes_per_task * (MAX_EPISODE_STEPS + 1)
+    frame = cfg.image_size * cfg.image_size * 3 // COMPRESSED_FRAME_FRACTION
+    return frames * (frame + 128) + 2**16  # + state, task, action, reward rows; metadata
+
+
+def reusable_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> Path | None:
+    """The existing file for ``cfg`` if it matches, None if there is none (or `force` is set);
+    a DatasetError saying what differs if a file is there but does not match. Cheap enough
+    to call before a run directory is made, so a mismatch leaves nothing behind."""
+    path = dataset_path(cfg)
+    if not path.exists() or cfg.force:
+        return None
+    reason = _mismatch(path, cfg)
+    if reason is None:
+        return path
+    named = f"{prefix}output {cfg.output}" if cfg.output is not None else f"the cache file {path}"
+    usable = not reason.startswith(NOT_A_DATASET)  # then --dataset could train on it as it is
+    raise DatasetError(
+        f"{named} does not match these data settings: {reason}",
+        f"nothing was changed; pass {prefix}force to recollect into {path} (replacing it), "
+        + (f"--dataset {path} to train on it as it is, " if prefix == "--data." and usable else "")
+        + f"or another {prefix}output")
+
+
+def find_or_create_dataset(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> Path:
+    """The dataset for ``cfg``: reuse the file if it was collected with the same settings
+    (the stored collection and env configs match), else collect it.
+
+    Nothing is replaced implicitly (issue 9): an existing file that does not match stops
+    the run with what differs and the flag that would replace it, unless `force` is set.
+    `prefix` spells the flags as the calling entry point takes them.
+    """
+    path = reusable_dataset(cfg, prefix)
+    if path is not None:
+        print(f"Reusing {path}: it was collected with the same settings.")
+        return path
+    path = dataset_path(cfg)
+    require_free_space(path.parent, estimated_bytes(cfg), f"the dataset {path}",
+                       f"free some space or pass {prefix}output on a larger disk")
+    return collect_pickplace_dataset(dataclasses.replace(cfg, output=str(path)))
 
 
 def _mismatch(path: Path, cfg: PickPlaceDataConfig) -> str | None:
-    """Why the file at ``path`` cannot stand for ``cfg`` (None if it can)."""
+    """What differs between the file at ``path`` and ``cfg`` (None if it can stand for it)."""
     try:
         attrs = validate(path)
     except DatasetFormatError as err:
-        return f"the existing file is not valid ({err})"
+        return f"{NOT_A_DATASET} ({err})"
     want = collection_config(cfg)
     have = attrs.get("collection_config", {})
     diff = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
     if diff:
-        return f"collection settings differ in {diff}"
+        shown = [k for k in diff if k != "tasks"] or diff
+        return (f"collection settings differ in {diff} (file: "
+                + ", ".join(f"{k}={have.get(k)!r}" for k in shown) + "; now: "
+                + ", ".join(f"{k}={want.get(k)!r}" for k in shown) + ")")
     if attrs.get("env_config") != env_config(cfg.image_size):
-        return "the environment's configuration changed"
+        env_have, env_want = attrs.get("env_config") or {}, env_config(cfg.image_size)
+        keys = sorted(k for k in env_have.keys() | env_want.keys() if env_have.get(k) != env_want.get(k))
+        return f"the environment's configuration changed since it was collected (in {keys})"
     return None
+
+
+def recorded_settings(path: Path) -> tuple[dict[str, Any], PickPlaceDataConfig | None]:
+    """(the file's attributes, the data config it records) of an existing dataset; the
+    config is None for a file that does not record its collection settings."""
+    try:
+        attrs = validate(path)
+    except FileNotFoundError as err:
+        raise DatasetError(f"--dataset {path}: no such file") from err
+    recorded = attrs.get("collection_config")
+    if not isinstance(recorded, dict):
+        return attrs, None
+    names = {f.name for f in dataclasses.fields(PickPlaceDataConfig)}
+    fields = {k: v for k, v in recorded.items() if k in names}
+    if "held_out_task" in fields:
+        fields["held_out_task"] = tuple(fields["held_out_task"])
+    return attrs, PickPlaceDataConfig(**fields, output=str(path))
 
 
 def format_success_table(stats: dict[str, Any]) -> str:

@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.checkpoint import (capture_rng_state, latest_checkpoint, load_checkpoint,
-                                    restore_rng_state, save_run_checkpoint)
+from calql_robot.checkpoint import (capture_rng_state, fits_run, restore_rng_state, resume_state,
+                                    save_run_checkpoint)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.learner import CalQLLearner, NonFiniteLossError
 from calql_robot.plots import plot_calibration, plot_learning_curves
@@ -38,6 +38,7 @@ from data.returns import transform_rewards
 
 EVAL_SEED_OFFSET = 10_000_000  # eval episode seeds never meet training episode seeds
 EPISODE_SEED_STRIDE = 1_000_003
+RESUME_KEYS = ("learner", "online_buffer", "counters", "rng")  # what Trainer.save writes
 
 
 def eval_seed_base(run_seed: int) -> int:
@@ -152,15 +153,16 @@ class Trainer:
 
     def try_resume(self) -> bool:
         """Restore the latest checkpoint of this run directory, if there is one."""
-        path = latest_checkpoint(self.ckpt_dir)
-        if path is None:
+        found = resume_state(self.ckpt_dir, self.learner.device, RESUME_KEYS)
+        if found is None:
             return False
-        state = load_checkpoint(path, map_location=self.learner.device)
-        self.learner.load_state_dict(state["learner"])
-        self.online.load_state_dict(state["online_buffer"])
-        counters = state["counters"]
-        self.counters = Counters(**{**counters, "successes": [bool(s) for s in counters["successes"]]})
-        restore_rng_state(state["rng"], self.rng)
+        path, state = found
+        with fits_run(path):  # a checkpoint of another run or version: named, not a KeyError
+            self.learner.load_state_dict(state["learner"])
+            self.online.load_state_dict(state["online_buffer"])
+            counters = state["counters"]
+            self.counters = Counters(**{**counters, "successes": [bool(s) for s in counters["successes"]]})
+            restore_rng_state(state["rng"], self.rng)
         self.logger.truncate_after(self.step)
         return True
 

@@ -21,8 +21,9 @@ from typing import Any, Callable
 import gymnasium as gym
 from torch import nn
 
-from calql_robot.checkpoint import latest_checkpoint, load_checkpoint
 from calql_robot.agents import BCConfig, make_learner
+from calql_robot.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
+from calql_robot.errors import CheckpointNotFoundError, ConfigError, RunDirError
 from calql_robot.learner import CalQLLearner, resolve_device
 from calql_robot.runlog import CONFIG_FILE, DERIVED_KEYS
 
@@ -125,21 +126,37 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A run's config.json as a dict of config fields only (the derived facts of its data,
+    `DERIVED_KEYS`, taken out); a file that is not a JSON object is a ConfigError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    for key in DERIVED_KEYS:  # facts of the run's data, not config fields
+        data.pop(key, None)
+    return data
+
+
 def read_run_config(run_dir: Path) -> tuple[str, Any]:
     """(domain name, typed config) of a run directory; clear errors for what is missing."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory not found: {run_dir}")
+        raise RunDirError(f"run directory not found: {run_dir}")
     path = run_dir / CONFIG_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run directory?")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    for key in DERIVED_KEYS:  # facts of the run's data, not config fields
-        data.pop(key, None)
+        raise RunDirError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run directory?")
+    data = read_config_json(path)
     domain = data.get("domain", _legacy_domain(data))
     if domain not in DOMAINS:
-        raise ValueError(f"{path}: unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAINS))}")
-    return domain, from_dict(DOMAINS[domain]().config_cls, data, str(path))
+        raise ConfigError(f"{path}: unknown domain {domain!r}; known domains: {', '.join(sorted(DOMAINS))}")
+    try:
+        return domain, from_dict(DOMAINS[domain]().config_cls, data, str(path))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{' '.join(str(err).split())}",
+                        "was the run made by another version of this code?") from err
 
 
 def _legacy_domain(data: dict[str, Any]) -> str | None:
@@ -165,10 +182,16 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
     `<run_dir>/checkpoints/latest.pt`, or the newest numbered one)."""
     run_dir = Path(run_dir)
     domain, cfg = read_run_config(run_dir)
+    dev = resolve_device(device)
     if checkpoint is None:
-        checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        if checkpoint is None:
-            raise FileNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint (latest.pt or step_*.pt) to load")
+        found = resume_state(run_dir / "checkpoints", map_location=dev, required=("learner",))
+        if found is None:
+            raise CheckpointNotFoundError(f"{run_dir / 'checkpoints'}: no checkpoint (latest.pt, step_*.pt or "
+                                          "previous.pt) to load")
+        checkpoint, state = found
+    else:
+        state = load_checkpoint(Path(checkpoint), map_location=dev)
+        check_keys(Path(checkpoint), state, ("learner",))
     spec = DOMAINS[domain]()
     env = spec.make_env(cfg)
     try:
@@ -176,17 +199,10 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
         action_dim = int(env.action_space.shape[0])
     finally:
         env.close()
-    dev = resolve_device(device)
     learner = make_learner(getattr(cfg, "algo", "calql"), cfg.learner, getattr(cfg, "bc", BCConfig()),
                            feature_dim, action_dim, encoder=encoder, device=dev)
-    state = load_checkpoint(Path(checkpoint), map_location=dev)
-    if "learner" not in state:
-        raise KeyError(f"{checkpoint}: checkpoint has no 'learner' entry (keys: {sorted(state)})")
-    try:
+    with fits_run(Path(checkpoint), f"the networks described by {run_dir / CONFIG_FILE}"):
         learner.load_state_dict(state["learner"])
-    except (RuntimeError, KeyError) as err:
-        raise ValueError(f"{checkpoint}: weights do not fit the networks described by "
-                         f"{run_dir / CONFIG_FILE} ({' '.join(str(err).split())[:300]})") from err
     learner.encoder.eval()
     counters = state.get("counters", {})
     info = {k: counters[k] for k in ("offline_updates", "online_updates", "env_steps") if k in counters}

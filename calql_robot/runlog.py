@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calql_robot.atomic import atomic_write
+from calql_robot.errors import is_no_space, no_space
 
 CONFIG_FILE = "config.json"
 DERIVED_KEYS = ("obs_normalization",)
@@ -290,10 +291,27 @@ class RunLogger:
         """Append one row and flush it, so a killed process keeps everything logged so far."""
         if self._file is None:
             raise RuntimeError(f"RunLogger for {self.run_dir} is closed")
-        self._file.write(encode_row(metrics, step, phase, time.time()) + "\n")
-        self._file.flush()
+        line = encode_row(metrics, step, phase, time.time()) + "\n"
+        end = self._file.tell()
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as err:
+            self._undo_partial_row(end)
+            raise no_space(self.metrics_path) if is_no_space(err) else err
         if self._wandb_run is not None:
             self._wandb_run.log({k: _scalar(k, v) for k, v in metrics.items()}, step=int(step))
+
+    def _undo_partial_row(self, end: int) -> None:
+        """After a failed write (a full disk): drop the unwritten rest of the buffer and cut
+        the file back to its last whole row, so metrics.jsonl stays valid JSON lines and a
+        later close() does not fail again on the same bytes."""
+        try:
+            self._file.close()
+        except OSError:
+            pass  # the buffered bytes are the ones that did not fit
+        os.truncate(self.metrics_path, end)
+        self._file = open(self.metrics_path, "a", encoding="utf-8")
 
     def truncate_after(self, step: int) -> int:
         """Drop rows with `row["step"] > step` (atomically) and return how many were dropped.

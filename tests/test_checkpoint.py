@@ -112,9 +112,17 @@ def test_missing_truncated_and_foreign_files_name_the_path(tmp_path: Path) -> No
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pt").write_text("hello world")
     (tmp_path / "empty.pt").write_bytes(b"")
-    for name in ("trunc.pt", "text.pt", "empty.pt"):
-        with pytest.raises(CheckpointError, match=rf"{name}: .*(truncated|corrupted)"):
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(5000))
+    damaged = bytearray(data)
+    damaged[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64  # inside the (zero) tensor bytes
+    (tmp_path / "damaged.pt").write_bytes(bytes(damaged))
+    for name, match in (("trunc.pt", "truncated PyTorch checkpoint"), ("text.pt", "not a PyTorch checkpoint"),
+                        ("random.pt", "not a PyTorch checkpoint"), ("empty.pt", "empty file"),
+                        ("damaged.pt", "damaged PyTorch checkpoint.*CRC")):
+        with pytest.raises(CheckpointError, match=rf"{name}: {match}"):
             load_checkpoint(tmp_path / name)
+    with pytest.raises(CheckpointError, match="is a directory"):
+        load_checkpoint(tmp_path)
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="list.pt: expected a checkpoint dict"):
         load_checkpoint(tmp_path / "list.pt")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calql_robot.datasets import (PickPlaceDataConfig, _mismatch, collection_config,
+from calql_robot.datasets import (PickPlaceDataConfig, _mismatch, check_data_config, collection_config,
                                   format_success_table, pretraining_tasks)
 from data.episodes_hdf5 import read_episodes, validate
 
@@ -36,8 +36,10 @@ def test_split_options() -> None:
     assert pretraining_tasks(PickPlaceDataConfig(num_tasks=3)) == [(0, 0), (0, 2), (0, 3)]
     with pytest.raises(ValueError, match="outside 0..4"):
         pretraining_tasks(PickPlaceDataConfig(held_out_task=(5, 0)))
-    with pytest.raises(ValueError, match="num_tasks"):
-        PickPlaceDataConfig(num_tasks=0)
+    with pytest.raises(ValueError, match="--num-tasks must be >= 1"):
+        check_data_config(PickPlaceDataConfig(num_tasks=0), prefix="--")
+    with pytest.raises(ValueError, match="--data.held-out-task must be two object indices"):
+        check_data_config(PickPlaceDataConfig(held_out_task=(5, 0)))
 
 
 def test_collection_config_ignores_output_and_workers() -> None:

@@ -158,7 +158,7 @@ def test_non_finite_loss_stops_before_any_parameter_changes() -> None:
 
 @pytest.mark.parametrize("field,value", [("discount", 1.5), ("tau", 0.0), ("cql_n_actions", 0)])
 def test_bad_config_is_rejected_by_name(field: str, value) -> None:
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"--learner.{field.replace('_', '-')}"):  # the flag as typed
         CalQLLearner(LearnerConfig(**{field: value}), OBS, ACT)
 
 

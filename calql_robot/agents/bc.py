@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from calql_robot.config import LearnerConfig
+from calql_robot.errors import ConfigError
 from calql_robot.learner import UpdateSettings, _add_batch_dim, _is_single, batch_to_torch
 
 
@@ -62,7 +63,7 @@ class BCLearner:
                  encoder: nn.Module | None = None, augment: nn.Module | None = None,
                  device: str | torch.device = "cpu") -> None:
         if cfg.lr <= 0 or not cfg.hidden or min(cfg.hidden) < 1:
-            raise ValueError(f"--bc.lr must be > 0 and --bc.hidden positive widths, got {cfg.lr}, {cfg.hidden}")
+            raise ConfigError(f"--bc.lr must be > 0 and --bc.hidden positive widths, got {cfg.lr}, {cfg.hidden}")
         self.bc_cfg, self.cfg = cfg, learner_cfg  # cfg.discount sizes online returns (unused offline)
         self.device = torch.device(device)
         self.action_dim, self.feature_dim = action_dim, feature_dim

@@ -18,8 +18,11 @@ from encoders.normalize import ObsNormalizer
 from calql_robot.agents import Algo
 from calql_robot.agents.bc import BCConfig
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig
+from calql_robot.errors import ConfigError
 from calql_robot.experiment import Domain, obs_spec_of
 from data.replay import EpisodeReplayBuffer
+
+N_OBJECTS = 5  # sim.objects.N_TASK_OBJECTS (not imported here: sim/ loads pybullet)
 
 
 @dataclass
@@ -83,6 +86,23 @@ class StateExperimentConfig:
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
 
+def check_state_config(cfg: StateExperimentConfig) -> None:
+    """Raise ConfigError naming the flag as typed, before anything is collected or written
+    (sim/ checks these too, but in its own words and only once a worker runs)."""
+    d = cfg.data
+    for name, value in (("--data.episodes", d.episodes), ("--data.workers", d.workers)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if d.noise < 0:
+        raise ConfigError(f"--data.noise must be >= 0, got {d.noise}")
+    for name, value in (("--data.p-wrong", d.p_wrong), ("--data.p-drop", d.p_drop)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+    for name, value in (("--target", cfg.target), ("--distractor", cfg.distractor)):
+        if not 0 <= value < N_OBJECTS:
+            raise ConfigError(f"{name} must be an object index in 0..{N_OBJECTS - 1}, got {value}")
+
+
 def build_state_domain(cfg: StateExperimentConfig) -> Domain:
     """Collect the scripted data and load it, with MC returns, into an offline buffer."""
     from sim import make_pickplace
@@ -91,6 +111,7 @@ def build_state_domain(cfg: StateExperimentConfig) -> Domain:
     def make_env():
         return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
 
+    check_state_config(cfg)
     d = cfg.data
     episodes = collect_episodes([(cfg.target, cfg.distractor)], d.episodes, noise=d.noise, p_wrong=d.p_wrong,
                                 p_drop=d.p_drop, seed=cfg.run.seed, workers=d.workers, privileged=True,

@@ -17,7 +17,9 @@ tests read them from.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import gymnasium as gym
@@ -26,7 +28,9 @@ import numpy as np
 from calql_robot.agents import Algo
 from calql_robot.agents.bc import BCConfig
 from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
-from calql_robot.datasets import PickPlaceDataConfig, find_or_create_dataset
+from calql_robot.datasets import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
+                                  reusable_dataset)
+from calql_robot.errors import ConfigError, DatasetError
 from calql_robot.experiment import Domain, obs_spec_of
 from data.replay import EpisodeReplayBuffer
 
@@ -55,6 +59,9 @@ class VisualExperimentConfig:
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-visual"))
     data: PickPlaceDataConfig = field(default_factory=PickPlaceDataConfig)
+    dataset: str | None = None
+    """Train on this existing HDF5 file as it is, whatever settings produced it; its recorded
+    collection settings replace --data.* (shown, and saved in the run's config.json)."""
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     algo: Algo = "calql"
     """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
@@ -101,7 +108,7 @@ def _cpu_preset() -> VisualExperimentConfig:
                         log_every=100),
         reward=RewardConfig(scale=10.0, bias=-5.0, failure_reward=0.0),
         run=RunConfig(name="pickplace-visual-cpu", threads=2),
-        data=PickPlaceDataConfig(output="datasets/pickplace_cpu_48px.hdf5", episodes_per_task=20, image_size=48),
+        data=PickPlaceDataConfig(episodes_per_task=20, image_size=48),
     )
 
 
@@ -115,7 +122,7 @@ def _paper_preset() -> VisualExperimentConfig:
                         eval_episodes=20, eval_every_offline=5000, eval_every=2000, checkpoint_every=2000,
                         log_every=500),
         run=RunConfig(name="pickplace-visual-paper"),
-        data=PickPlaceDataConfig(output="datasets/pickplace_64px.hdf5", episodes_per_task=100, image_size=64),
+        data=PickPlaceDataConfig(episodes_per_task=100, image_size=64),
     )
 
 
@@ -141,16 +148,40 @@ def make_visual_modules(cfg: VisualExperimentConfig, observation_space: gym.Spac
 
 
 def check_visual_config(cfg: VisualExperimentConfig) -> None:
-    """Refuse a fine-tuning task that is in the pre-training data (it would not be held out)."""
+    """Refuse a fine-tuning task that is in the pre-training data (it would not be held out),
+    bad --data.* / --encoder.* values, and an existing --data.output collected otherwise."""
     from calql_robot.datasets import pretraining_tasks
 
+    check_data_config(cfg.data, "--data.")
     task = cfg.resolved_task()
+    if not all(0 <= t < 5 for t in task):
+        raise ConfigError(f"--finetune-task must be two object indices in 0..4, got {task[0]} {task[1]}")
     if task in pretraining_tasks(cfg.data):
-        raise ValueError(f"--finetune-task {task} is one of the pre-training tasks of --data; "
-                         f"set --data.held-out-task {task[0]} {task[1]} to hold it out")
+        raise ConfigError(f"--finetune-task {task[0]} {task[1]} is one of the pre-training tasks of --data; "
+                          f"set --data.held-out-task {task[0]} {task[1]} to hold it out")
     if cfg.encoder.latent_dim < 1 or cfg.encoder.shift_pad < 0:
-        raise ValueError(f"--encoder.latent-dim must be >= 1 and --encoder.shift-pad >= 0, got "
-                         f"{cfg.encoder.latent_dim}, {cfg.encoder.shift_pad}")
+        raise ConfigError(f"--encoder.latent-dim must be >= 1 and --encoder.shift-pad >= 0, got "
+                          f"{cfg.encoder.latent_dim}, {cfg.encoder.shift_pad}")
+    if cfg.dataset is None:
+        reusable_dataset(cfg.data, "--data.")  # a named file that does not fit stops the run here
+
+
+def adopt_dataset(cfg: VisualExperimentConfig) -> VisualExperimentConfig:
+    """With --dataset PATH: the config with the file's recorded collection settings as its
+    --data.* (so the env's image size fits the frames and config.json says what the data
+    are), printed for the user; without it, `cfg` unchanged."""
+    if cfg.dataset is None:
+        return cfg
+    attrs, recorded = recorded_settings(Path(cfg.dataset))
+    if recorded is None:
+        size = int(attrs.get("env_config", {}).get("image_size", cfg.data.image_size))
+        recorded = dataclasses.replace(cfg.data, output=cfg.dataset, image_size=size)
+        print(f"--dataset {cfg.dataset}: {attrs['num_episodes']} episodes; the file records no collection "
+              f"settings, keeping --data.* with image size {size}", flush=True)
+    else:
+        print(f"--dataset {cfg.dataset}: {attrs['num_episodes']} episodes collected with "
+              f"{json.dumps(attrs['collection_config'], separators=(',', ':'))}", flush=True)
+    return dataclasses.replace(cfg, data=recorded)
 
 
 def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
@@ -162,14 +193,14 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
     """
     from data.episodes_hdf5 import read_episodes
 
-    path = find_or_create_dataset(cfg.data)
+    path = Path(cfg.dataset) if cfg.dataset is not None else find_or_create_dataset(cfg.data)
     data = read_episodes(path, exclude_tasks=[cfg.resolved_task()])
     if data.num_episodes == 0:
-        raise ValueError(f"{path}: no pre-training episodes left after excluding task {cfg.resolved_task()}")
+        raise DatasetError(f"{path}: no pre-training episodes left after excluding task {cfg.resolved_task()}")
     image = data.observations["image"]
     if tuple(image.shape[1:]) != tuple(spec["image"][0]):
-        raise ValueError(f"{path}: frames are {tuple(image.shape[1:])}, the env gives {spec['image'][0]}; "
-                         f"--data.image-size must match the file")
+        raise DatasetError(f"{path}: frames are {tuple(image.shape[1:])}, the env gives {spec['image'][0]}; "
+                           f"--data.image-size must match the file")
     steps, rows = data.num_steps, data.num_steps + data.num_episodes
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=rows)
     actions = data.actions

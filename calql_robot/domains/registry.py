@@ -181,15 +181,19 @@ def load_task_dataset(task: str, dataset: str, fmt: str = "auto",
     gymnasium-robotics' own (with the dataset's recorded maze when its metadata has one).
     Sizes are checked against the task's env; mismatches name the file and the key.
     """
+    from calql_robot.errors import DatasetError
     from data.transitions import check_dims
 
     t = TASKS[task]
     if not dataset:
-        raise ValueError(f"--dataset is required for task {task} (e.g. a D4RL file "
-                         f"{t.d4rl_name}.hdf5 or the Minari id {t.minari_id})")
+        raise DatasetError(f"--dataset is required for task {task} (e.g. a D4RL file "
+                           f"{t.d4rl_name}.hdf5 or the Minari id {t.minari_id})")
     kind = resolve_format(dataset, fmt)
     reader = {"antmaze": _antmaze_data, "kitchen": _kitchen_data, "adroit": _adroit_data}
-    data, options = reader[t.family](t, dataset, kind, minari_root, trust_pickle)
+    try:
+        data, options = reader[t.family](t, dataset, kind, minari_root, trust_pickle)
+    except FileNotFoundError as err:  # the readers name the path; say which flag it came from
+        raise DatasetError(f"--dataset {dataset}: {err}") from err
     probe = make_task_env(task, env_options=options)
     try:
         check_dims(data, probe.observation_space.shape[0], probe.action_space.shape[0], task)
@@ -335,7 +339,8 @@ def parse_state_cli(argv: list[str]) -> Any:
     """
     import argparse
 
-    import tyro
+    from calql_robot.errors import ConfigError
+    from calql_robot.experiment import parse_config
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task", default=PICKPLACE, choices=[PICKPLACE, *TASKS])
@@ -346,10 +351,9 @@ def parse_state_cli(argv: list[str]) -> Any:
     if known.task == PICKPLACE:
         from calql_robot.domains.pickplace_state import StateExperimentConfig
         if known.preset != "smoke":
-            raise SystemExit("--preset paper is defined for the registry tasks; pick-and-place "
-                             "budgets are set with --loop.* flags")
-        return tyro.cli(StateExperimentConfig, args=rest,
-                        description=f"Cal-QL on a state task.\n\n{tasks}")
+            raise ConfigError("--preset paper is defined for the registry tasks; pick-and-place "
+                              "budgets are set with --loop.* flags")
+        return parse_config(StateExperimentConfig, rest, description=f"Cal-QL on a state task.\n\n{tasks}")
     default = preset_config(known.task, known.preset)
-    return tyro.cli(TaskExperimentConfig, args=argv, default=default,
-                    description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")
+    return parse_config(TaskExperimentConfig, argv, default=default,
+                        description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")

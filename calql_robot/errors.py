@@ -1,0 +1,139 @@
+"""The project's user-facing errors and the one error path of every entry point.
+
+A user mistake (a bad flag, a dataset or checkpoint that does not fit, a full disk) must end
+in one line that names what the user typed, not in a traceback through our files; a bug
+must still end in its traceback, so that it gets reported and fixed (issue 9). Entry
+scripts therefore wrap their body in `cli_main`:
+
+    if __name__ == "__main__":
+        cli_main(lambda argv: main(tyro.cli(Config, args=argv)))
+
+`cli_main` turns a `UserError` (and the few foreign errors that mean the same thing: the
+HDF5 reader's `DatasetFormatError`, an OSError for a full disk, a MemoryError) into
+
+    error: <what is wrong, naming the flag, file or key>
+    hint: <what to do>                       (only when there is one)
+
+on stderr and exit code 2 (the code argparse/tyro use for usage errors). `--debug` on the
+command line (removed before the config parser sees it) or `CALQL_DEBUG=1` in the
+environment re-raises instead, with the full traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "CALQL_DEBUG"
+_NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class UserError(Exception):
+    """Something the user can fix; `str(err)` names the flag, file or key as they gave it,
+    and `hint` (optional) says what to do about it."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(UserError, ValueError):
+    """A command-line value that cannot work (named as the flag: `--loop.batch-size`).
+    A ValueError too, so callers that validated before issue 9 keep catching it."""
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset file that is missing, unreadable or does not fit the run."""
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file that cannot be (safely) loaded or does not fit the run."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file where one was expected."""
+
+
+class RunDirError(UserError, FileNotFoundError):
+    """A run directory that does not exist, or is not a run directory."""
+
+
+class NoSpaceError(UserError, OSError):
+    """The disk is full (or will be before a phase ends); names the file being written."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        UserError.__init__(self, message, hint)
+
+
+class OutOfMemoryError(UserError, MemoryError):
+    """Not enough memory for what the run asked for."""
+
+
+def is_no_space(err: BaseException) -> bool:
+    """True for an OSError that means the filesystem (or quota) is full."""
+    return isinstance(err, OSError) and err.errno in _NO_SPACE_ERRNOS
+
+
+def no_space(path: Path | str, hint: str | None = None) -> NoSpaceError:
+    """The one wording of a failed write for lack of space (tests grep for it)."""
+    return NoSpaceError(f"no space left on device writing {path}",
+                        hint or "free some space (or pick another --run.run-dir) and run the same "
+                                "command again; files written before are intact")
+
+
+def as_user_error(err: BaseException) -> UserError | None:
+    """The user-facing form of `err`, or None when it is a bug (to be shown as a traceback)."""
+    if isinstance(err, UserError):
+        return err
+    from data.schema import DatasetFormatError  # data/ never imports calql_robot/, so map here
+
+    if isinstance(err, DatasetFormatError):
+        return DatasetError(str(err))
+    if is_no_space(err):
+        return no_space(err.filename or "a file (the OS did not say which)")
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch.cuda's
+        return OutOfMemoryError(f"out of memory: {str(err).splitlines()[0] if str(err) else 'allocation failed'}",
+                                "use smaller settings (e.g. --loop.batch-size, fewer episodes) or a "
+                                "machine with more memory")
+    return None
+
+
+def debug_requested(argv: list[str]) -> bool:
+    """`--debug` on the command line or CALQL_DEBUG set to anything but '' or '0'."""
+    return DEBUG_FLAG in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def one_line(text: str) -> str:
+    """Messages may carry a wrapped detail from a library; the contract is one line."""
+    return " ".join(text.split())
+
+
+def report(err: UserError) -> None:
+    """Print `error: ...` and, if there is one, `hint: ...` to stderr."""
+    print(f"error: {one_line(str(err))}", file=sys.stderr)
+    if err.hint:
+        print(f"hint: {one_line(err.hint)}", file=sys.stderr)
+
+
+def cli_main(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
+    """Run `main(argv)` (argv without `--debug`) with the project's one error path:
+    user errors -> one line + hint on stderr, exit 2; bugs -> their traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    try:
+        main([a for a in argv if a != DEBUG_FLAG])
+    except BrokenPipeError:  # `--help | head`: the reader left; the recipe of Python's docs
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - sorted into user errors and bugs right here
+        user = as_user_error(err)
+        if user is None or debug:
+            raise
+        sys.stdout.flush()
+        report(user)
+        sys.exit(EXIT_USER_ERROR)
