@@ -55,5 +55,81 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2) -> RunOutcome:
     switch = int(summary["offline_updates"])
     online = int(config["loop"]["online_env_steps"])
     evals = eval_curve(run_dir)
-    return RunOutcome(str(run_dir), float(summary["offline_success"]), float(summary["final_success"]),
+    # a run resumed after its switch has no offline_success in its summary; its metrics do
+    at_switch = [s for step, s in evals if step == switch]
+    offline = summary.get("offline_success", at_switch[-1] if at_switch else float("nan"))
+    return RunOutcome(str(run_dir), float(offline), float(summary["final_success"]),
                       summary.get("cumulative_regret"), dip(evals, switch, online, early_fraction), evals, switch)
+
+
+def comparison_figure(groups: dict[str, list[Path]], title: str = ""):
+    """Success rate over steps, one thin line per run and a thick mean per group (the i-th
+    evaluations of the runs averaged, at their mean step), the switch marked; below, each
+    run's mean Q(s, pi(s)) and the batch MC return G of its offline phase (online, CQL stores
+    G = 0 for its own episodes, CORL's choice, so G is drawn offline only). Paper Fig. 6."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from calql_robot.plots import series
+
+    fig = Figure(figsize=(8.0, 6.0), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+    switch = None
+    for colour, (label, runs) in zip(colours, groups.items()):
+        curves = []
+        for run in runs:
+            outcome = read_outcome(run)
+            switch = outcome.switch_step
+            steps, values = zip(*outcome.evals)
+            top.plot(steps, values, color=colour, alpha=0.3, linewidth=0.8)
+            curves.append(outcome.evals)
+            rows = read_metrics(Path(run) / "metrics.jsonl")
+            q_steps, q_pi, _ = series(rows, "train/q_pi")
+            g_steps, g, phases = series(rows, "train/mc_return")
+            bottom.plot(q_steps, q_pi, color=colour, alpha=0.6, linewidth=0.9)
+            off = phases == "offline"
+            bottom.plot(g_steps[off], g[off], color=colour, alpha=0.6, linewidth=0.9, linestyle=":")
+        n = min(len(c) for c in curves)
+        steps = [np.mean([c[i][0] for c in curves]) for i in range(n)]
+        means = [np.mean([c[i][1] for c in curves]) for i in range(n)]
+        top.plot(steps, means, color=colour, linewidth=2.2, marker="o", markersize=3,
+                 label=f"{label} (mean of {len(runs)})")
+    for ax in (top, bottom):
+        if switch is not None:
+            ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7)
+        ax.grid(alpha=0.3)
+    top.set_ylabel("success rate (20 eval episodes)", fontsize=8)
+    top.legend(fontsize=8)
+    bottom.set_ylabel("Q(s, pi(s)) (solid), batch G offline (dotted)", fontsize=8)
+    bottom.set_xlabel("step (offline updates, then offline updates + online env steps; dashed: switch)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m calql_robot.analysis --group NAME RUN... [--group NAME RUN...] --out FILE.png`:
+    print each run's outcome (one JSON line per run) and draw the comparison figure."""
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "RUN"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--title", default="")
+    args = parser.parse_args(argv)
+    groups = {g[0]: [Path(r) for r in g[1:]] for g in args.group}
+    for name, runs in groups.items():
+        if not runs:
+            parser.error(f"--group {name} names no run directories")
+        for run in runs:
+            print(json.dumps({"group": name, **read_outcome(run).as_dict()}))
+    fig = comparison_figure(groups, args.title)
+    tmp = args.out.with_name(f".{args.out.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, format="png", dpi=100)
+    os.replace(tmp, args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
