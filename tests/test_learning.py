@@ -57,3 +57,33 @@ def test_learning_guard_short_state_run_succeeds(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["offline_updates"] == 2000
     assert summary["final_success"] > 0.0, summary
+
+
+def fake_run(path: Path, evals: list[tuple[int, float]], switch: int, online: int) -> Path:
+    """A run directory with the three files read_outcome reads (the layout runlog writes)."""
+    path.mkdir(parents=True)
+    rows = [{"step": s, "phase": "offline" if s <= switch else "online", "time": 0.0, "eval/success_rate": v}
+            for s, v in evals]
+    rows += [{"step": s, "phase": "offline" if s <= switch else "online", "time": 0.0, "train/q_pi": -1.0 * s,
+              "train/mc_return": -5.0} for s in range(0, switch + online, 100)]
+    rows.sort(key=lambda r: r["step"])
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "config.json").write_text(json.dumps({"loop": {"online_env_steps": online}}))
+    (path / "summary.json").write_text(json.dumps({"offline_updates": switch, "final_success": evals[-1][1],
+                                                   "cumulative_regret": 0.5}))  # as after a resume
+    return path
+
+
+def test_outcome_and_comparison_cli(tmp_path: Path) -> None:
+    a = fake_run(tmp_path / "a", [(0, 0.0), (100, 0.6), (130, 0.2), (300, 0.8)], 100, 200)
+    b = fake_run(tmp_path / "b", [(0, 0.0), (100, 0.4), (140, 0.5), (300, 0.3)], 100, 200)
+    out = tmp_path / "cmp.png"
+    res = subprocess.run([sys.executable, "-m", "calql_robot.analysis", "--group", "x", str(a), "--group", "y",
+                          str(b), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
+    # offline_success comes from the evaluation at the switch when the summary lacks it
+    assert [(r["group"], r["offline_success"], r["final_success"]) for r in lines] == [("x", 0.6, 0.8),
+                                                                                      ("y", 0.4, 0.3)]
+    assert lines[0]["dip"] == pytest.approx(-0.4) and lines[1]["dip"] == 0.0
+    assert out.stat().st_size > 5000
