@@ -135,10 +135,7 @@ class CalQLLearner:
     @torch.no_grad()
     def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """Action(s) for one observation or a batch; deterministic is tanh(mean)."""
-        single = _is_single(obs)
-        tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, self.device)["o"]
-        if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
-            tensor = tensor.float()
+        tensor, single = obs_to_tensor(obs, self.device)
         features = self.encoder(tensor)
         policy = self.actor(features)
         action = policy.deterministic() if deterministic else policy.sample()[0]
@@ -172,6 +169,15 @@ class CalQLLearner:
             opt.load_state_dict(state["optimizers"][name])
         self.online = bool(state["online"])
         self.num_updates = int(state["num_updates"])
+
+
+def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: torch.device) -> tuple[Obs, bool]:
+    """One observation or a batch -> (batched float32/uint8 tensor(s) on device, was it single)."""
+    single = _is_single(obs)
+    tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, device)["o"]
+    if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
+        tensor = tensor.float()
+    return tensor, single
 
 
 def _is_single(obs: np.ndarray | dict[str, np.ndarray]) -> bool:

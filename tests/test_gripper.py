@@ -18,7 +18,7 @@ import torch
 from calql_robot import gripper
 from calql_robot.learner import batch_to_torch
 from calql_robot.losses import compute_losses
-from tests.test_learner import OWNERS, param_groups
+from tests.test_learner import OWNERS
 from tests.test_losses import (ACT, B, OBS, logsumexp, make_batch, make_learner, np_critics, np_mlp, np_q,
                                small_cfg)
 
@@ -166,19 +166,11 @@ def test_bc_term_matches_numpy_for_continuous_actions() -> None:
 
 @pytest.mark.parametrize("loss_name", sorted(OWNERS))
 def test_discrete_gripper_losses_reach_only_their_own_parameters(loss_name: str) -> None:
-    from tests.test_learner import learner_with_encoder
+    from tests.test_learner import assert_loss_reaches_only_its_owners, learner_with_encoder
     learner = learner_with_encoder(discrete_gripper=True, bc_weight=1.0)
     with torch.no_grad():
         learner.log_alpha.fill_(-0.5)
-    batch = batch_to_torch(gripper_batch(), learner.device)
-    losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
-    groups = param_groups(learner)
-    every = [p for ps in groups.values() for p in ps if p.requires_grad]
-    grads = torch.autograd.grad(losses[loss_name], every, allow_unused=True)
-    by_id = {id(p): g for p, g in zip(every, grads)}
-    for group, params in groups.items():
-        touched = any(by_id.get(id(p)) is not None and by_id[id(p)].abs().sum() > 0 for p in params)
-        assert touched == (group in OWNERS[loss_name]), (loss_name, group)
+    assert_loss_reaches_only_its_owners(learner, gripper_batch(), loss_name)
 
 
 def test_act_takes_the_critics_better_gripper() -> None:

@@ -39,7 +39,12 @@ def test_each_loss_reaches_only_its_own_parameters(loss_name: str) -> None:
     learner = learner_with_encoder()
     with torch.no_grad():
         learner.log_alpha.fill_(-0.5)  # so the alpha loss has a non-zero gradient
-    batch = batch_to_torch(make_batch(), learner.device)
+    assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name)
+
+
+def assert_loss_reaches_only_its_owners(learner: CalQLLearner, batch: dict, loss_name: str) -> None:
+    """Backpropagate one loss alone; exactly the parameter groups of OWNERS[loss_name] get gradient."""
+    batch = batch_to_torch(batch, learner.device)
     losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
     groups = param_groups(learner)
     every = [p for ps in groups.values() for p in ps if p.requires_grad]

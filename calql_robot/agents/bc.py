@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from calql_robot.config import LearnerConfig
 from calql_robot.errors import ConfigError
-from calql_robot.learner import UpdateSettings, _add_batch_dim, _is_single, batch_to_torch
+from calql_robot.learner import NonFiniteLossError, UpdateSettings, batch_to_torch, obs_to_tensor
 
 
 @dataclass
@@ -89,7 +89,6 @@ class BCLearner:
         actions = batch["actions"].clamp(-1.0, 1.0)
         loss = bc_loss(self.policy(self.encoder(obs)), actions)
         if not torch.isfinite(loss):
-            from calql_robot.learner import NonFiniteLossError
             raise NonFiniteLossError(f"non-finite BC loss at update {self.num_updates}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -100,10 +99,7 @@ class BCLearner:
     @torch.no_grad()
     def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """The policy's action (deterministic either way)."""
-        single = _is_single(obs)
-        tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, self.device)["o"]
-        if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
-            tensor = tensor.float()
+        tensor, single = obs_to_tensor(obs, self.device)
         action = self.policy(self.encoder(tensor)).cpu().numpy()
         return action[0] if single else action
 
