@@ -22,6 +22,7 @@ from einops import rearrange
 from torch import nn
 
 from encoders.conv import PTR_CHANNELS, ConvTrunk, orthogonal_init_
+from encoders.normalize import effective_std, standardize
 
 KINDS: tuple[str, ...] = ("conv", "resnet18")
 
@@ -85,14 +86,15 @@ class ImageStateEncoder(nn.Module):
 
     @torch.no_grad()
     def set_state_normalization(self, mean: Any, std: Any) -> None:
-        """Standardise obs['state'] by fixed statistics of the offline data (std < 1e-6 -> 1)."""
+        """Standardise obs['state'] by fixed statistics of the offline data (the divisor and
+        the clip of `encoders.normalize`)."""
         mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
         if mean.shape != (self.state_dim,) or std.shape != (self.state_dim,):
             raise ValueError(f"ImageStateEncoder: state statistics must have {self.state_dim} entries, got "
                              f"{tuple(mean.shape)} and {tuple(std.shape)}")
         self.state_mean.copy_(mean)
-        self.state_std.copy_(torch.where(std < 1e-6, torch.ones_like(std), std))
+        self.state_std.copy_(effective_std(std))
 
     @classmethod
     def from_obs_spec(cls, obs_spec: Any, **kwargs: Any) -> ImageStateEncoder:
@@ -145,7 +147,7 @@ class ImageStateEncoder(nn.Module):
         for key, dim in (("state", self.state_dim), ("task", self.task_dim)):
             if dim > 0:
                 x = self._checked_vector(obs, key, dim, image.shape[0], parts[0].dtype)
-                parts.append((x - self.state_mean) / self.state_std if key == "state" else x)
+                parts.append(standardize(x, self.state_mean, self.state_std) if key == "state" else x)
         return torch.cat(parts, dim=1)
 
     def _checked_image(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
