@@ -63,6 +63,10 @@ class Counters:
     episodes: int = 0
     successes: list[bool] = field(default_factory=list)
     next_eval_step: int = 0  # next online env step at which to evaluate
+    # evaluations the summary reports; kept here so that a run resumed after them still
+    # reports them (checkpoints written before these fields load with None)
+    initial_success: float | None = None
+    offline_success: float | None = None
 
     @property
     def cumulative_regret(self) -> float:
@@ -170,16 +174,17 @@ class Trainer:
     def run(self) -> dict[str, float]:
         """Pre-train (from where a resumed run stopped), fine-tune, evaluate; return a summary."""
         c = self.counters
-        summary: dict[str, float] = {}
         if c.offline_updates == 0 and not self.learner.online:
-            summary["initial_success"] = self.evaluate("start").success_rate
+            c.initial_success = self.evaluate("start").success_rate
         self._offline_phase()
         if not self.learner.online:
-            summary["offline_success"] = self.evaluate("switch").success_rate
+            c.offline_success = self.evaluate("switch").success_rate
             self.learner.set_online(True)
             self.save()
         self._online_phase()
         final = self.evaluate("final")
+        summary: dict[str, float | None] = {k: v for k, v in (("initial_success", c.initial_success),
+                                                             ("offline_success", c.offline_success)) if v is not None}
         summary.update(final_success=final.success_rate, final_return=final.mean_return,
                        cumulative_regret=c.cumulative_regret if c.successes else None, env_steps=c.env_steps,
                        offline_updates=c.offline_updates, online_updates=c.online_updates)

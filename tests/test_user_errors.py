@@ -251,10 +251,12 @@ def test_sigkill_then_resume_equals_uninterrupted(finished: Path, tmp_path: Path
         assert "starting it again from the beginning" in resumed.stdout
     summary_a = json.loads((finished / "summary.json").read_text())
     summary_b = json.loads((run_dir / "summary.json").read_text())
-    # a resumed run's summary leaves out the evaluations it did not redo (initial_success);
-    # those rows are in metrics.jsonl, compared below
+    # the evaluations done before the kill (initial_success, ...) travel in the checkpoint's
+    # counters, so the resumed run's summary is the whole summary
     shared = [k for k in summary_b if k != "run_dir"]
-    assert {"final_success", "cumulative_regret", "env_steps", "online_updates", "offline_updates"} <= set(shared)
+    assert {"initial_success", "offline_success", "final_success", "cumulative_regret", "env_steps",
+            "online_updates", "offline_updates"} <= set(shared)
+    assert set(summary_a) == set(summary_b)
     assert {k: summary_a[k] for k in shared} == {k: summary_b[k] for k in shared}
     _learner_equal(finished / "checkpoints" / "latest.pt", run_dir / "checkpoints" / "latest.pt")
     assert _strip(read_metrics(finished / "metrics.jsonl")) == _strip(read_metrics(run_dir / "metrics.jsonl"))
