@@ -20,16 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import median_s  # noqa: E402
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from data.d4rl_hdf5 import read_d4rl_hdf5  # noqa: E402
@@ -39,16 +39,6 @@ from data.writers import write_d4rl_hdf5  # noqa: E402
 GAMMA = 0.99
 ENV_TASKS = ("antmaze-umaze", "antmaze-large-diverse", "kitchen-complete", "pen", "door",
              "relocate")
-
-
-def median_s(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def write_file(path: Path, n: int, seed: int = 0) -> None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.timing import median_s  # noqa: E402
 
 from data.mixing import sample_mixed  # noqa: E402
 from data.replay import EpisodeReplayBuffer  # noqa: E402
@@ -30,17 +30,6 @@ GAMMA = 0.99
 HORIZON = 40
 PIXEL_SPEC = {"image": ((64, 64, 3), np.uint8), "state": ((10,), np.float32),
               "task": ((10,), np.float32)}
-
-
-def median_s(fn: Callable[[], object], reps: int) -> float:
-    """Median wall time of `fn()` in seconds, after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def returns_cases(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
