@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,6 +56,10 @@ class PickPlaceDataConfig:
     """(target, distractor) task left out of the data: the online fine-tuning task."""
     exclude_held_out_target: bool = False
     """Also leave out every task whose target is the held-out target object."""
+    split: Literal["all", "related"] = "all"
+    """'all': every other (target, distractor) pair; 'related': only the pairs that share
+    exactly one object with the held-out task (its target with another distractor, another
+    target with its distractor), so fine-tuning meets a new combination of seen objects."""
     num_tasks: int | None = None
     """Keep only the first N pre-training tasks of the split (None: all); for small runs."""
     noise: float = 0.1
@@ -102,14 +106,16 @@ def pretraining_tasks(cfg: PickPlaceDataConfig, num_objects: int = 5) -> list[tu
         raise ValueError(f"held_out_task {cfg.held_out_task} outside 0..{num_objects - 1}")
     tasks = [(t, d) for t in range(num_objects) for d in range(num_objects)
              if (t, d) != cfg.held_out_task
-             and not (cfg.exclude_held_out_target and t == held_target)]
+             and not (cfg.exclude_held_out_target and t == held_target)
+             and (cfg.split == "all" or (t == held_target) != (d == held_distractor))]
     return tasks[:cfg.num_tasks] if cfg.num_tasks is not None else tasks
 
 
 def collection_config(cfg: PickPlaceDataConfig) -> dict[str, Any]:
     """What decides the data (stored as the file's ``collection_config`` and compared when a
     cached file is reused); output path, workers and force do not change the episodes."""
-    skip = {"output", "workers", "force"}
+    skip = {"output", "workers", "force"} | ({"split"} if cfg.split == "all" else set())
+    # (the default split is left out, so files collected before the field existed still match)
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     fields["tasks"] = [list(t) for t in pretraining_tasks(cfg)]
     fields["policy"] = "sim.scripted.ScriptedPolicy"

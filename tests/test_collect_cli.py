@@ -42,6 +42,18 @@ def test_split_options() -> None:
         check_data_config(PickPlaceDataConfig(held_out_task=(5, 0)))
 
 
+def test_related_split_shares_exactly_one_object_with_the_held_out_task() -> None:
+    # worked by hand for held-out (2, 3): (2, d) for d != 3, then (t, 3) for t != 2
+    related = pretraining_tasks(PickPlaceDataConfig(held_out_task=(2, 3), split="related"))
+    assert related == [(0, 3), (1, 3), (2, 0), (2, 1), (2, 2), (2, 4), (3, 3), (4, 3)]
+    only_distractor = pretraining_tasks(PickPlaceDataConfig(held_out_task=(2, 3), split="related",
+                                                            exclude_held_out_target=True))
+    assert only_distractor == [(0, 3), (1, 3), (3, 3), (4, 3)]
+    # the default split is not written into the recorded settings (older files still match)
+    assert "split" not in collection_config(PickPlaceDataConfig())
+    assert collection_config(PickPlaceDataConfig(split="related"))["split"] == "related"
+
+
 def test_collection_config_ignores_output_and_workers() -> None:
     a = collection_config(PickPlaceDataConfig(output="a.hdf5", workers=1))
     b = collection_config(PickPlaceDataConfig(output="b.hdf5", workers=2, force=True))
