@@ -88,6 +88,13 @@ class CalQLLearner:
             "alpha_prime": adam([self.log_alpha_prime], lr=cfg.critic_lr),
         }
 
+    @torch.no_grad()
+    def set_q_level(self, value: float) -> None:
+        """Set every critic's output bias, and the target's, to `value` (`q_init_mc`); the
+        output layer's weights start near 0 (orthogonal gain 1e-2), so Q(s, a) ~ value."""
+        for critic in (self.critic, self.target_critic):
+            critic.biases[-1].fill_(float(value))
+
     # ------------------------------------------------------------------ training
     def set_online(self, online: bool) -> None:
         """Switch to the fine-tuning settings (CQL weight, bound on/off)."""

@@ -175,3 +175,31 @@ def test_act_shapes_and_bounds() -> None:
     assert single.shape == (ACT,) and many.shape == (B, ACT)
     assert np.all(np.abs(many) <= 1.0)
     np.testing.assert_allclose(learner.act(obs[0], True), single)
+
+
+def test_set_q_level_starts_critic_and_target_at_the_value() -> None:
+    """`q_init_mc`: every critic's output bias (and the target's) becomes the value, so
+    Q(s, a) starts within the small output-layer term of it; nothing else moves."""
+    learner = CalQLLearner(small_cfg(), OBS, ACT)
+    before = {n: p.detach().clone() for n, p in learner.critic.named_parameters()}
+    learner.set_q_level(-198.5)
+    batch = batch_to_torch(make_batch(), learner.device)
+    with torch.no_grad():
+        q = learner.critic(batch["observations"], batch["actions"][None])
+        q_target = learner.target_critic(batch["observations"], batch["actions"][None])
+    assert torch.equal(q, q_target)
+    assert (q + 198.5).abs().max() < 0.5
+    changed = [n for n, p in learner.critic.named_parameters() if not torch.equal(p, before[n])]
+    assert changed == [f"biases.{len(learner.critic.biases) - 1}"]
+
+
+def test_mean_mc_return_worked_by_hand() -> None:
+    from data.replay import EpisodeReplayBuffer
+
+    buf = EpisodeReplayBuffer(((2,), np.float32), 1, capacity=8)
+    assert buf.mean_mc_return() == 0.0
+    # one success in 2 steps (r = 0, 1; terminal), gamma 0.5: G = (0 + 0.5 * 1, 1) = (0.5, 1)
+    buf.add_episodes([{"observations": np.zeros((3, 2), np.float32), "actions": np.zeros((2, 1), np.float32),
+                       "rewards": np.array([0.0, 1.0], np.float32), "terminals": np.array([False, True]),
+                       "timeouts": np.array([False, False])}], 0.5, 0.0, 1.0, 0.0)
+    assert buf.mean_mc_return() == 0.75
