@@ -84,6 +84,7 @@ def test_presets_cli_and_held_out_check():
     default = train_visual.parse([])
     assert default.loop == PRESETS["cpu"].loop and default.resolved_task() == (0, 1)
     assert default.reward.failure_reward == 0.0 and default.encoder.latent_dim == 50
+    assert default.data.split == "related" and default.data.episodes_per_task == 60
     assert default.encoder.shift_pad == 4 and default.domain == "pickplace_visual"
     bad = VisualExperimentConfig(finetune_task=(0, 2))
     with pytest.raises(ValueError, match="pre-training tasks"):

@@ -94,8 +94,11 @@ def _cpu_learner() -> LearnerConfig:
 def _cpu_preset() -> VisualExperimentConfig:
     """Sized for this 2-core CPU: `python train_visual.py` (collection included) in ~15 min.
 
-    48 px frames (COG's size): the conv encoder costs ~2x less than at 64 px. 24 tasks x 20
-    episodes (~11K transitions, ~100 s to collect) keeps PTR's many-tasks shape. Measured on
+    48 px frames (COG's size): the conv encoder costs ~2x less than at 64 px. Data: the 8
+    pairs that share one object with the held-out pair (`--data.split related`) x 60
+    episodes (~11K transitions, ~100 s to collect): on the same 480 episodes, behaviour
+    cloning reached 0.35 on the held-out pair against 0.15 with all 24 pairs x 20, and the
+    24-pair policy failed on pairs it was trained on too (RESULTS.md, session 4). Measured on
     a quiet machine (bench/visual.py): 21 updates/s at batch 64 with 2 threads (6 at 256),
     so 8000 offline + 2500 online updates take ~9 of the 15 minutes. Two torch threads are
     1.8x faster than one when the cores are free, but far slower when other processes load
@@ -108,7 +111,7 @@ def _cpu_preset() -> VisualExperimentConfig:
                         log_every=100),
         reward=RewardConfig(scale=10.0, bias=-5.0, failure_reward=0.0),
         run=RunConfig(name="pickplace-visual-cpu", threads=2),
-        data=PickPlaceDataConfig(episodes_per_task=20, image_size=48),
+        data=PickPlaceDataConfig(episodes_per_task=60, image_size=48, split="related"),
     )
 
 
