@@ -82,9 +82,9 @@ class LearnerConfig:
     MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
     q_init_mc: bool = False
     """Start the critics (and their target) at the offline data's mean MC return instead of
-    0: the output biases are set to it, so pre-training spends its updates on telling
-    actions apart rather than on descending to the return scale (with 10r - 5, G is ~ -200
-    and 4K updates reached Q ~ -44 from 0: RESULTS.md). Not part of Cal-QL's update."""
+    0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q
+    went back from -163 to ~-45, the level a run from 0 reaches, within 4K updates, with a
+    larger early Bellman loss and no gain in success (RESULTS.md, session 4)."""
 
     def resolved_target_entropy(self, action_dim: int) -> float:
         return -float(action_dim) if self.target_entropy is None else self.target_entropy
