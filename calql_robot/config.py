@@ -80,6 +80,11 @@ class LearnerConfig:
     bc_weight: float = 0.0
     """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
     MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
+    bc_trains_encoder: bool = False
+    """With bc_weight > 0, let the TD3+BC term's gradient reach the shared image encoder too
+    (through a second actor pass on undetached features); the Q term still sees detached
+    features, as in DrQ-v2. For pixels, where the encoder is otherwise trained by the critic
+    loss alone. No effect without an encoder (states) beyond the extra pass."""
     q_init_mc: bool = False
     """Start the critics (and their target) at the offline data's mean MC return instead of
     0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q

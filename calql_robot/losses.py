@@ -156,7 +156,8 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     """All Cal-QL losses from one batch and the pre-update parameters.
 
     Returns (losses, metrics). The four losses reach disjoint parameters: `actor` -> actor,
-    `alpha` -> log_alpha, `critic` -> critics and encoder, `alpha_prime` -> log_alpha'.
+    `alpha` -> log_alpha, `critic` -> critics and encoder, `alpha_prime` -> log_alpha'
+    (with the option `bc_trains_encoder`, the actor loss's BC term reaches the encoder too).
 
     With `cfg.discrete_gripper` the last action dim is the critic-chosen binary gripper
     (`calql_robot/gripper.py`); every policy action below is then (a_arm, g*) with
@@ -200,9 +201,11 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
     extra: dict[str, torch.Tensor] = {}
     if cfg.bc_weight > 0:
+        # the same mean action; with bc_trains_encoder its graph also reaches the encoder
+        mean_action = nets.actor(feat).deterministic() if cfg.bc_trains_encoder else pi_s.deterministic()
         losses = {}
         losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
-            log_pi, q_new, alpha, pi_s.deterministic(), actions[:, :actor_dim], cfg.bc_weight)
+            log_pi, q_new, alpha, mean_action, actions[:, :actor_dim], cfg.bc_weight)
     else:
         losses = {"actor": policy_loss(log_pi, q_new, alpha)}
     losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(actor_dim))

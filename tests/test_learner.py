@@ -42,8 +42,10 @@ def test_each_loss_reaches_only_its_own_parameters(loss_name: str) -> None:
     assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name)
 
 
-def assert_loss_reaches_only_its_owners(learner: CalQLLearner, batch: dict, loss_name: str) -> None:
+def assert_loss_reaches_only_its_owners(learner: CalQLLearner, batch: dict, loss_name: str,
+                                        owners: dict[str, set[str]] | None = None) -> None:
     """Backpropagate one loss alone; exactly the parameter groups of OWNERS[loss_name] get gradient."""
+    owners = OWNERS if owners is None else owners
     batch = batch_to_torch(batch, learner.device)
     losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
     groups = param_groups(learner)
@@ -52,7 +54,7 @@ def assert_loss_reaches_only_its_owners(learner: CalQLLearner, batch: dict, loss
     by_id = {id(p): g for p, g in zip(every, grads)}
     for group, params in groups.items():
         touched = any(by_id.get(id(p)) is not None and by_id[id(p)].abs().sum() > 0 for p in params)
-        assert touched == (group in OWNERS[loss_name]), (loss_name, group)
+        assert touched == (group in owners[loss_name]), (loss_name, group)
 
 
 def test_every_parameter_changes_after_one_update() -> None:
@@ -203,3 +205,35 @@ def test_mean_mc_return_worked_by_hand() -> None:
                        "rewards": np.array([0.0, 1.0], np.float32), "terminals": np.array([False, True]),
                        "timeouts": np.array([False, False])}], 0.5, 0.0, 1.0, 0.0)
     assert buf.mean_mc_return() == 0.75
+
+
+@pytest.mark.parametrize("loss_name", sorted(OWNERS))
+def test_bc_trains_encoder_adds_only_the_encoder_to_the_actor_loss(loss_name: str) -> None:
+    learner = learner_with_encoder(bc_weight=2.5, bc_trains_encoder=True)
+    with torch.no_grad():
+        learner.log_alpha.fill_(-0.5)
+    owners = {**OWNERS, "actor": {"actor", "encoder"}}
+    assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name, owners)
+
+
+def test_bc_trains_encoder_gradient_is_the_bc_term_alone() -> None:
+    """The actor's own gradient is unchanged by the option; the encoder receives exactly
+    bc_weight * d/d(encoder) mean((tanh(mu(enc(s))) - a_clipped)^2)."""
+    batch = batch_to_torch(make_batch(), "cpu")
+    grads = {}
+    for flag in (False, True):
+        learner = learner_with_encoder(bc_weight=2.5, bc_trains_encoder=flag)
+        torch.manual_seed(7)
+        losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
+        params = list(learner.actor.parameters()) + list(learner.encoder.parameters())
+        grads[flag] = torch.autograd.grad(losses["actor"], params, allow_unused=True)
+    n_actor = len(list(learner.actor.parameters()))
+    for g0, g1 in zip(grads[False][:n_actor], grads[True][:n_actor]):
+        torch.testing.assert_close(g0, g1)
+    assert all(g is None for g in grads[False][n_actor:])
+    # the reference: the BC term written out on the encoder alone
+    mean = learner.actor(learner.encoder(batch["observations"])).deterministic()
+    data = batch["actions"].clamp(-learner.cfg.action_clip, learner.cfg.action_clip)
+    ref = torch.autograd.grad(2.5 * (mean - data).pow(2).mean(), list(learner.encoder.parameters()))
+    for g, r in zip(grads[True][n_actor:], ref):
+        torch.testing.assert_close(g, r)
