@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.timing import median_s  # noqa: E402
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from bench.timing import median_s  # noqa: E402
 from data.d4rl_hdf5 import read_d4rl_hdf5  # noqa: E402
 from data.transitions import buffer_from_transitions, returns_of  # noqa: E402
 from data.writers import write_d4rl_hdf5  # noqa: E402

@@ -21,7 +21,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.timing import median_s  # noqa: E402
-
 from data.mixing import sample_mixed  # noqa: E402
 from data.replay import EpisodeReplayBuffer  # noqa: E402
 from data.returns import mc_returns  # noqa: E402

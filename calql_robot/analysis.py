@@ -62,7 +62,7 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2) -> RunOutcome:
                       summary.get("cumulative_regret"), dip(evals, switch, online, early_fraction), evals, switch)
 
 
-def comparison_figure(groups: dict[str, list[Path]], title: str = ""):
+def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
     """Success rate over steps, one thin line per run and a thick mean per group (the i-th
     evaluations of the runs averaged, at their mean step), the switch marked; below, each
     run's mean Q(s, pi(s)) and the batch MC return G of its offline phase (online, CQL stores
@@ -78,13 +78,12 @@ def comparison_figure(groups: dict[str, list[Path]], title: str = ""):
     switch = None
     for colour, (label, runs) in zip(colours, groups.items()):
         curves = []
-        for run in runs:
-            outcome = read_outcome(run)
+        for outcome in runs:
             switch = outcome.switch_step
             steps, values = zip(*outcome.evals)
             top.plot(steps, values, color=colour, alpha=0.3, linewidth=0.8)
             curves.append(outcome.evals)
-            rows = read_metrics(Path(run) / "metrics.jsonl")
+            rows = read_metrics(Path(outcome.run_dir) / "metrics.jsonl")
             q_steps, q_pi, _ = series(rows, "train/q_pi")
             g_steps, g, phases = series(rows, "train/mc_return")
             bottom.plot(q_steps, q_pi, color=colour, alpha=0.6, linewidth=0.9)
@@ -118,13 +117,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--title", default="")
     args = parser.parse_args(argv)
-    groups = {g[0]: [Path(r) for r in g[1:]] for g in args.group}
-    for name, runs in groups.items():
+    outcomes: dict[str, list[RunOutcome]] = {}
+    for name, *runs in args.group:
         if not runs:
             parser.error(f"--group {name} names no run directories")
-        for run in runs:
-            print(json.dumps({"group": name, **read_outcome(run).as_dict()}))
-    fig = comparison_figure(groups, args.title)
+        outcomes[name] = [read_outcome(Path(run)) for run in runs]
+        for outcome in outcomes[name]:
+            print(json.dumps({"group": name, **outcome.as_dict()}))
+    fig = comparison_figure(outcomes, args.title)
     tmp = args.out.with_name(f".{args.out.stem}.tmp-{os.getpid()}.png")
     fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, args.out)
