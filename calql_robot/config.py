@@ -80,11 +80,14 @@ class LearnerConfig:
     bc_weight: float = 0.0
     """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
     MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
-    bc_trains_encoder: bool = False
-    """With bc_weight > 0, let the TD3+BC term's gradient reach the shared image encoder too
-    (through a second actor pass on undetached features); the Q term still sees detached
-    features, as in DrQ-v2. For pixels, where the encoder is otherwise trained by the critic
-    loss alone. No effect without an encoder (states) beyond the extra pass."""
+    bc_encoder_weight: float = 0.0
+    """Weight of an auxiliary behaviour-cloning loss on the shared image encoder (not Cal-QL;
+    0 disables): the encoder is trained by critic loss + bc_encoder_weight *
+    MSE(tanh(mu(enc(s))), a), with the actor's parameters held fixed in this term (the actor
+    keeps its own bc_weight on detached features, DrQ-v2). Why so large a weight can be
+    needed: on the visual preset the critic loss's gradient on the encoder measured ~360x
+    that of the BC MSE at weight 10 (RESULTS.md, session 5), so at weight ~2.5 the features
+    are the critic's alone. No effect without an encoder (states) beyond the extra pass."""
     q_init_mc: bool = False
     """Start the critics (and their target) at the offline data's mean MC return instead of
     0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q
@@ -107,8 +110,9 @@ class LearnerConfig:
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)!r}")
-        if self.bc_weight < 0:
-            raise ConfigError(f"{_flag('bc_weight')} must be >= 0, got {self.bc_weight!r}")
+        for name in ("bc_weight", "bc_encoder_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)!r}")
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{_flag('cql_clip_min')} {self.cql_clip_min} > {_flag('cql_clip_max')} "
                               f"{self.cql_clip_max}")

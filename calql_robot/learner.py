@@ -116,7 +116,7 @@ class CalQLLearner:
         batch = batch_to_torch(batch, self.device)
         check_batch(batch, self.action_dim)
         losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
-        total = losses["actor"] + losses["critic"] + losses["alpha"] + losses["alpha_prime"]
+        total = sum(losses.values())
         if not torch.isfinite(total):
             bad = {k: float(v.detach()) for k, v in losses.items()}
             raise NonFiniteLossError(f"non-finite loss at update {self.num_updates}: {bad}")

@@ -51,6 +51,14 @@ def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha:
     return policy_loss(log_pi, q_new, alpha) / scale + bc_weight * bc_mse, bc_mse.detach()
 
 
+def encoder_bc_mse(actor: nn.Module, features: torch.Tensor, data_action: torch.Tensor) -> torch.Tensor:
+    """`mean((tanh(mu(features)) - a)^2)` with the actor's parameters detached, so its
+    gradient reaches only what produced `features` (the shared encoder): behaviour cloning
+    as an auxiliary representation loss, as SAC-AE / CURL add theirs to a shared encoder."""
+    fixed = {name: p.detach() for name, p in actor.named_parameters()}
+    return (torch.func.functional_call(actor, fixed, (features,)).deterministic() - data_action).pow(2).mean()
+
+
 def td_target(rewards: torch.Tensor, dones: torch.Tensor, next_q: torch.Tensor,
               discount: float, max_backup: bool) -> torch.Tensor:
     """`y = r + (1 - done) * gamma * V(s')` with no gradient.
@@ -157,7 +165,8 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
 
     Returns (losses, metrics). The four losses reach disjoint parameters: `actor` -> actor,
     `alpha` -> log_alpha, `critic` -> critics and encoder, `alpha_prime` -> log_alpha'
-    (with the option `bc_trains_encoder`, the actor loss's BC term reaches the encoder too).
+    (with the option `bc_encoder_weight > 0`, a fifth loss, `encoder_bc`, reaches the encoder
+    alone: bc_encoder_weight * mean((tanh(mu(enc(s))) - a)^2) with the actor's parameters fixed).
 
     With `cfg.discrete_gripper` the last action dim is the critic-chosen binary gripper
     (`calql_robot/gripper.py`); every policy action below is then (a_arm, g*) with
@@ -201,13 +210,13 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
     extra: dict[str, torch.Tensor] = {}
     if cfg.bc_weight > 0:
-        # the same mean action; with bc_trains_encoder its graph also reaches the encoder
-        mean_action = nets.actor(feat).deterministic() if cfg.bc_trains_encoder else pi_s.deterministic()
         losses = {}
         losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
-            log_pi, q_new, alpha, mean_action, actions[:, :actor_dim], cfg.bc_weight)
+            log_pi, q_new, alpha, pi_s.deterministic(), actions[:, :actor_dim], cfg.bc_weight)
     else:
         losses = {"actor": policy_loss(log_pi, q_new, alpha)}
+    if cfg.bc_encoder_weight > 0:
+        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, feat, actions[:, :actor_dim])
     losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(actor_dim))
                        if cfg.auto_alpha else nets.log_alpha.sum() * 0.0)
 
@@ -260,6 +269,8 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
         "q_next": q_all[:, 1 + n + m:].detach().mean(), "target_q": y.mean(),
         "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(), **extra,
     }
+    if "encoder_bc" in losses:
+        metrics["encoder_bc_loss"] = losses["encoder_bc"].detach()
     if discrete:
         metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
         metrics["gripper_open_data"] = (actions[:, -1] > 0).float().mean()

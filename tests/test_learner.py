@@ -207,33 +207,50 @@ def test_mean_mc_return_worked_by_hand() -> None:
     assert buf.mean_mc_return() == 0.75
 
 
-@pytest.mark.parametrize("loss_name", sorted(OWNERS))
-def test_bc_trains_encoder_adds_only_the_encoder_to_the_actor_loss(loss_name: str) -> None:
-    learner = learner_with_encoder(bc_weight=2.5, bc_trains_encoder=True)
+ENCODER_BC_OWNERS = {**OWNERS, "encoder_bc": {"encoder"}}
+
+
+@pytest.mark.parametrize("loss_name", sorted(ENCODER_BC_OWNERS))
+def test_encoder_bc_reaches_only_the_encoder(loss_name: str) -> None:
+    """`bc_encoder_weight`: a fifth loss that moves the encoder alone; the other four keep
+    their owners (the actor loss still sees detached features)."""
+    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0)
     with torch.no_grad():
         learner.log_alpha.fill_(-0.5)
-    owners = {**OWNERS, "actor": {"actor", "encoder"}}
-    assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name, owners)
+    assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name, ENCODER_BC_OWNERS)
 
 
-def test_bc_trains_encoder_gradient_is_the_bc_term_alone() -> None:
-    """The actor's own gradient is unchanged by the option; the encoder receives exactly
-    bc_weight * d/d(encoder) mean((tanh(mu(enc(s))) - a_clipped)^2)."""
+def test_encoder_bc_is_the_weighted_mse_and_leaves_the_other_losses_alone() -> None:
+    """The encoder_bc loss is bc_encoder_weight * mean((tanh(mu(enc(s))) - a_clipped)^2),
+    checked against NumPy; the actor and critic losses equal those of a run without it."""
     batch = batch_to_torch(make_batch(), "cpu")
-    grads = {}
-    for flag in (False, True):
-        learner = learner_with_encoder(bc_weight=2.5, bc_trains_encoder=flag)
+    out = {}
+    for weight in (0.0, 50.0):
+        learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=weight)
         torch.manual_seed(7)
-        losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
-        params = list(learner.actor.parameters()) + list(learner.encoder.parameters())
-        grads[flag] = torch.autograd.grad(losses["actor"], params, allow_unused=True)
-    n_actor = len(list(learner.actor.parameters()))
-    for g0, g1 in zip(grads[False][:n_actor], grads[True][:n_actor]):
-        torch.testing.assert_close(g0, g1)
-    assert all(g is None for g in grads[False][n_actor:])
-    # the reference: the BC term written out on the encoder alone
+        out[weight] = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())[0]
+    assert "encoder_bc" not in out[0.0]
+    for name in ("actor", "critic", "alpha", "alpha_prime"):
+        torch.testing.assert_close(out[0.0][name], out[50.0][name])
+    # reference: the encoder (Linear -> tanh) in NumPy, the actor's tanh(mean) on its output
+    enc = learner.encoder[0]
+    x = batch["observations"].numpy().astype(np.float64)
+    h = np.tanh(x @ enc.weight.detach().numpy().T.astype(np.float64) + enc.bias.detach().numpy())
+    mean = learner.actor(torch.as_tensor(h, dtype=torch.float32)).deterministic().detach().numpy()
+    data = np.clip(batch["actions"].numpy(), -learner.cfg.action_clip, learner.cfg.action_clip)
+    want = 50.0 * np.mean((mean - data) ** 2)
+    np.testing.assert_allclose(float(out[50.0]["encoder_bc"].detach()), want, rtol=1e-5)
+
+
+def test_encoder_bc_gradient_on_the_encoder() -> None:
+    """Its encoder gradient is bc_encoder_weight * d/d(encoder) of the BC MSE written out."""
+    batch = batch_to_torch(make_batch(), "cpu")
+    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0)
+    losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
+    enc = list(learner.encoder.parameters())
+    got = torch.autograd.grad(losses["encoder_bc"], enc)
     mean = learner.actor(learner.encoder(batch["observations"])).deterministic()
     data = batch["actions"].clamp(-learner.cfg.action_clip, learner.cfg.action_clip)
-    ref = torch.autograd.grad(2.5 * (mean - data).pow(2).mean(), list(learner.encoder.parameters()))
-    for g, r in zip(grads[True][n_actor:], ref):
+    ref = torch.autograd.grad(50.0 * (mean - data).pow(2).mean(), enc)
+    for g, r in zip(got, ref):
         torch.testing.assert_close(g, r)
