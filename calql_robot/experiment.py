@@ -192,7 +192,9 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
     probe.close()
     learner = make_learner(algo, learner_cfg, getattr(config, "bc", BCConfig()), domain.feature_dim, action_dim,
                            domain.encoder, domain.augment, device)
-    if learner_cfg.q_init_mc and hasattr(learner, "set_q_level"):  # BC has no critic
+    if learner_cfg.q_init_mc and not hasattr(learner, "set_q_level"):
+        print("--learner.q-init-mc has no effect with --algo bc (behaviour cloning has no critic)")
+    elif learner_cfg.q_init_mc:
         level = domain.offline.mean_mc_return()  # a resumed run's checkpoint then replaces it
         learner.set_q_level(level)
         print(f"critics start at the offline data's mean MC return {level:.2f} (--learner.q-init-mc)")
