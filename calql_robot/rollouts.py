@@ -35,11 +35,12 @@ def run_episode(env: gym.Env, policy: Policy, seed: int,
     """Roll one episode to termination or the env's time limit.
 
     A time-limit cut is a timeout, not a terminal (SPEC section 3). The dict also carries
-    `success` (goal reached at any step), `return` (raw) and `length`.
+    `success` (goal reached at any step), `return` (raw), `length`, and `score`: the last
+    step's `info['score']` where the env reports one (Kitchen: sub-tasks solved / 4), else None.
     """
     obs, _ = env.reset(seed=int(seed))
     rows, actions, rewards, terms, touts = [obs], [], [], [], []
-    success, total = False, 0.0
+    success, total, score = False, 0.0, None
     _record(recorder, env, 0, total, success)
     while True:
         action = np.asarray(policy(obs), dtype=np.float32)
@@ -50,6 +51,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int,
         terms.append(bool(terminated))
         touts.append(bool(truncated and not terminated))
         success = success or is_success(info, terminated)
+        score = float(info["score"]) if "score" in info else score
         total += float(reward)
         _record(recorder, env, len(actions), total, success)
         if terminated or truncated:
@@ -57,7 +59,7 @@ def run_episode(env: gym.Env, policy: Policy, seed: int,
     return {"observations": _stack(rows), "actions": np.stack(actions),
             "rewards": np.asarray(rewards, np.float32), "terminals": np.asarray(terms, bool),
             "timeouts": np.asarray(touts, bool), "success": success, "return": total,
-            "length": len(actions)}
+            "length": len(actions), "score": score}
 
 
 def _record(recorder: VideoRecorder | None, env: gym.Env, step: int, ret: float, success: bool) -> None:
@@ -70,10 +72,15 @@ class EvalResult:
     success_rate: float
     mean_return: float
     mean_length: float
+    mean_score: float | None = None
+    """Mean final `info['score']` (Kitchen's normalised score); None where the env has none."""
 
     def as_metrics(self) -> dict[str, float]:
-        return {"eval/success_rate": self.success_rate, "eval/return": self.mean_return,
-                "eval/length": self.mean_length}
+        metrics = {"eval/success_rate": self.success_rate, "eval/return": self.mean_return,
+                   "eval/length": self.mean_length}
+        if self.mean_score is not None:
+            metrics["eval/score"] = self.mean_score
+        return metrics
 
 
 def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int,
@@ -87,6 +94,8 @@ def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int,
                for i in range(episodes)]
     if recorder is not None:
         recorder.save()
+    scores = [r["score"] for r in results if r["score"] is not None]
     return EvalResult(float(np.mean([r["success"] for r in results])),
                       float(np.mean([r["return"] for r in results])),
-                      float(np.mean([r["length"] for r in results])))
+                      float(np.mean([r["length"] for r in results])),
+                      float(np.mean(scores)) if len(scores) == len(results) else None)

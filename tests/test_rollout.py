@@ -107,3 +107,29 @@ def test_clear_errors(tmp_path, run):
     (no_ckpt / "config.json").write_text((run[0] / "config.json").read_text())
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_policy(no_ckpt)
+
+
+class _ScoredEnv:
+    """Three steps; info['score'] counts them (as Kitchen counts solved sub-tasks) when asked."""
+
+    def __init__(self, scored: bool) -> None:
+        self.scored, self.t = scored, 0
+
+    def reset(self, seed=None):
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        info = {"score": self.t / 4} if self.scored else {}
+        return np.zeros(2, np.float32), 0.0, False, self.t == 3, info
+
+
+def test_evaluate_reports_the_mean_final_score_only_where_the_env_has_one() -> None:
+    from calql_robot.rollouts import evaluate
+
+    policy = lambda obs: np.zeros(1, np.float32)  # noqa: E731
+    scored = evaluate(_ScoredEnv(True), policy, episodes=2, seed=0)
+    assert scored.mean_score == 0.75 and scored.as_metrics()["eval/score"] == 0.75
+    plain = evaluate(_ScoredEnv(False), policy, episodes=2, seed=0)
+    assert plain.mean_score is None and "eval/score" not in plain.as_metrics()
