@@ -5,6 +5,10 @@ Gradient rule for a shared image encoder (DrQ-v2): the critic loss trains it; th
 reads detached features; next observations are encoded by the ONLINE encoder under
 no_grad for the target critic (DrQ-v2 does the same and it saves a second encoder and its
 forward pass; a slowly moving target copy is what RAD/CURL use and was not needed there).
+With `bc_encoder_weight > 0` an auxiliary behaviour-cloning loss trains the encoder beside
+the critic loss (the actor still reads detached features); the visual cpu preset uses it,
+since the critic's gradient alone left the actor without the cube's position (RESULTS.md,
+session 5).
 """
 
 from __future__ import annotations

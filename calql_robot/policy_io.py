@@ -137,6 +137,17 @@ def read_config_json(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
     for key in DERIVED_KEYS:  # facts of the run's data, not config fields
         data.pop(key, None)
+    return upgrade_legacy_fields(data)
+
+
+def upgrade_legacy_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """Renamed fields of configs saved by earlier code, mapped to what they meant, so old run
+    directories still load and resume: `learner.bc_trains_encoder` (session 4) put the BC
+    term on the encoder at the actor's bc_weight, which is `bc_encoder_weight = bc_weight`."""
+    learner = data.get("learner")
+    if isinstance(learner, dict) and "bc_trains_encoder" in learner:
+        if learner.pop("bc_trains_encoder") and "bc_encoder_weight" not in learner:
+            learner["bc_encoder_weight"] = learner.get("bc_weight", 0.0)
     return data
 
 

@@ -133,3 +133,19 @@ def test_evaluate_reports_the_mean_final_score_only_where_the_env_has_one() -> N
     assert scored.mean_score == 0.75 and scored.as_metrics()["eval/score"] == 0.75
     plain = evaluate(_ScoredEnv(False), policy, episodes=2, seed=0)
     assert plain.mean_score is None and "eval/score" not in plain.as_metrics()
+
+
+def test_configs_with_the_renamed_bc_trains_encoder_still_load(run, tmp_path) -> None:
+    """A run saved before `bc_encoder_weight` replaced `bc_trains_encoder` reads back with
+    the same meaning: True -> the actor's bc_weight on the encoder, False -> off."""
+    import shutil
+
+    for flag, want in ((True, 2.5), (False, 0.0)):
+        old = tmp_path / f"old_{flag}"
+        shutil.copytree(run[0], old)
+        data = json.loads((old / "config.json").read_text())
+        data["learner"].pop("bc_encoder_weight", None)
+        data["learner"].update(bc_weight=2.5, bc_trains_encoder=flag)
+        (old / "config.json").write_text(json.dumps(data))
+        _, cfg = read_run_config(old)
+        assert cfg.learner.bc_encoder_weight == want and cfg.learner.bc_weight == 2.5
