@@ -88,6 +88,10 @@ class LearnerConfig:
     needed: on the visual preset the critic loss's gradient on the encoder measured ~360x
     that of the BC MSE at weight 10 (RESULTS.md, session 5), so at weight ~2.5 the features
     are the critic's alone. No effect without an encoder (states) beyond the extra pass."""
+    bc_offline_only: bool = False
+    """With bc_weight or bc_encoder_weight > 0: the BC terms cover only the offline rows of a
+    mixed online batch. Online rows hold the policy's own exploratory actions, so imitating
+    them pulls the policy toward its own noise; the Q term and the critic still see every row."""
     q_init_mc: bool = False
     """Start the critics (and their target) at the offline data's mean MC return instead of
     0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q

@@ -111,7 +111,7 @@ class Trainer:
         return self.loop.offline_steps + c.env_steps if self.learner.online else c.offline_updates
 
     def _update(self, batch: dict[str, Any]) -> None:
-        batch.pop("n_offline", None)
+        # a mixed batch keeps its `n_offline` (the learner's --learner.bc-offline-only reads it)
         try:
             metrics = self.learner.update(batch)
         except NonFiniteLossError as err:

@@ -47,8 +47,23 @@ def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha:
     (`LearnerConfig.bc_weight = 0`): it is not part of Cal-QL. Returns (loss, bc_mse).
     """
     scale = q_new.min(dim=0).values.abs().mean().detach().clamp(min=1e-6)
-    bc_mse = (mean_action - data_action).pow(2).mean()
+    bc_mse = mean_squared_error(mean_action, data_action)
     return policy_loss(log_pi, q_new, alpha) / scale + bc_weight * bc_mse, bc_mse.detach()
+
+
+def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`mean((pred - target)^2)`, and 0 (still in the graph) over no rows: a mixed batch
+    with `bc_offline_only` may hold no offline rows (mixing ratio 0)."""
+    if pred.numel() == 0:
+        return pred.sum()
+    return (pred - target).pow(2).mean()
+
+
+def bc_rows(batch: dict, cfg: LearnerConfig, batch_size: int) -> slice:
+    """The rows the BC terms cover: all, or with `bc_offline_only` the first `n_offline`
+    (data/mixing.py puts a mixed batch's offline rows first; offline batches have no key)."""
+    n = batch.get("n_offline") if cfg.bc_offline_only else None
+    return slice(0, batch_size if n is None else int(n))
 
 
 def encoder_bc_mse(actor: nn.Module, features: torch.Tensor, data_action: torch.Tensor) -> torch.Tensor:
@@ -56,7 +71,7 @@ def encoder_bc_mse(actor: nn.Module, features: torch.Tensor, data_action: torch.
     gradient reaches only what produced `features` (the shared encoder): behaviour cloning
     as an auxiliary representation loss, as SAC-AE / CURL add theirs to a shared encoder."""
     fixed = {name: p.detach() for name, p in actor.named_parameters()}
-    return (torch.func.functional_call(actor, fixed, (features,)).deterministic() - data_action).pow(2).mean()
+    return mean_squared_error(torch.func.functional_call(actor, fixed, (features,)).deterministic(), data_action)
 
 
 def td_target(rewards: torch.Tensor, dones: torch.Tensor, next_q: torch.Tensor,
@@ -209,14 +224,15 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     alpha = nets.log_alpha.exp() if cfg.auto_alpha else torch.tensor(cfg.fixed_alpha, device=device)
     q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
     extra: dict[str, torch.Tensor] = {}
+    rows = bc_rows(batch, cfg, batch_size)
     if cfg.bc_weight > 0:
         losses = {}
         losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
-            log_pi, q_new, alpha, pi_s.deterministic(), actions[:, :actor_dim], cfg.bc_weight)
+            log_pi, q_new, alpha, pi_s.deterministic()[rows], actions[rows, :actor_dim], cfg.bc_weight)
     else:
         losses = {"actor": policy_loss(log_pi, q_new, alpha)}
     if cfg.bc_encoder_weight > 0:
-        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, feat, actions[:, :actor_dim])
+        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, feat[rows], actions[rows, :actor_dim])
     losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(actor_dim))
                        if cfg.auto_alpha else nets.log_alpha.sum() * 0.0)
 

@@ -254,3 +254,31 @@ def test_encoder_bc_gradient_on_the_encoder() -> None:
     ref = torch.autograd.grad(50.0 * (mean - data).pow(2).mean(), enc)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r)
+
+
+def test_bc_offline_only_restricts_both_bc_terms_to_the_offline_rows() -> None:
+    """With `bc_offline_only`, a mixed batch's BC MSEs (actor and encoder) are over its first
+    `n_offline` rows (NumPy on the same means); without the key or the flag, over all rows;
+    with no offline row the terms are 0 and finite. The critic loss does not change."""
+    batch = batch_to_torch(make_batch(), "cpu")
+    size = batch["actions"].shape[0]
+    out = {}
+    for flag, n in ((False, 3), (True, 3), (True, 0), (True, None)):
+        learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0, bc_offline_only=flag)
+        b = dict(batch) if n is None else {**batch, "n_offline": n}
+        torch.manual_seed(7)
+        losses, metrics = compute_losses(b, learner.nets(), learner.cfg, learner.settings())
+        out[(flag, n)] = (losses, metrics)
+    with torch.no_grad():
+        mean = learner.actor(learner.encoder(batch["observations"])).deterministic().numpy()
+    data = np.clip(batch["actions"].numpy(), -learner.cfg.action_clip, learner.cfg.action_clip)
+    sq = (mean - data) ** 2
+    np.testing.assert_allclose(float(out[(False, 3)][1]["bc_mse"]), sq.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(out[(True, None)][1]["bc_mse"]), sq.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(out[(True, 3)][1]["bc_mse"]), sq[:3].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(out[(True, 3)][0]["encoder_bc"].detach()), 50.0 * sq[:3].mean(), rtol=1e-5)
+    assert float(out[(True, 0)][1]["bc_mse"]) == 0.0 and float(out[(True, 0)][0]["encoder_bc"].detach()) == 0.0
+    assert torch.isfinite(out[(True, 0)][0]["actor"])
+    for key in out:
+        torch.testing.assert_close(out[key][0]["critic"], out[(False, 3)][0]["critic"])
+    assert size > 3
