@@ -21,6 +21,8 @@ Layout written by `save_run_checkpoint`::
     <ckpt_dir>/previous.pt               the state before it (a hard link, no extra bytes
                                          until latest.pt is replaced)
     <ckpt_dir>/step_000012000.pt         optional numbered copies, `keep_last` newest kept
+    <ckpt_dir>/switch.pt                 the state at the offline-to-online switch (the
+                                         pre-trained policy; `keep_switch_checkpoint`)
 
 Two are kept so that a latest.pt damaged after it was written (a disk error, a copy cut
 short) still leaves a good one; `resume_state` names it in its hint (issue 9).
@@ -54,6 +56,7 @@ from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_s
 
 LATEST_NAME = "latest.pt"
 PREVIOUS_NAME = "previous.pt"
+SWITCH_NAME = "switch.pt"
 _TMP_RE = re.compile(r"^\..+\.tmp-\d+$")
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 _NDARRAY_TAG = "__ndarray__"
@@ -159,6 +162,17 @@ def save_run_checkpoint(ckpt_dir: Path, state: Mapping[str, Any], step: int, kee
     for _, old in step_checkpoints(ckpt_dir)[:-keep_last]:
         old.unlink()
     return latest
+
+
+def keep_switch_checkpoint(ckpt_dir: Path) -> Path:
+    """Keep the just-written latest.pt as `switch.pt`: the pre-trained state, so that the
+    pre-trained policy can be rolled out (rollout.py) or fine-tuned again with other
+    online settings from the same pre-training. A hard link, so it costs no bytes until
+    latest.pt is replaced."""
+    ckpt_dir = Path(ckpt_dir)
+    switch = ckpt_dir / SWITCH_NAME
+    _link_or_copy(ckpt_dir / LATEST_NAME, switch)
+    return switch
 
 
 # -------------------------------------------------------------------------- loading

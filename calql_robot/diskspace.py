@@ -4,8 +4,8 @@ A run that fills its disk hours in loses those hours, so before training starts 
 before a dataset is collected) the space the phase will need is compared with what the
 filesystem has, and the run stops at once with a message naming the directory, the need
 and what is free. The estimates are upper bounds on purpose: they count the checkpoint
-three times (latest.pt, previous.pt and the temporary file of the next write, which all
-exist at the moment of a rename) and every evaluation video at a generous size.
+four times (latest.pt, previous.pt, switch.pt and the temporary file of the next write,
+which all exist at the moment of a rename) and every evaluation video at a generous size.
 
 Writes that still fail for lack of space (another process filled the disk) are reported
 by `calql_robot.atomic` and `calql_robot.runlog` as "no space left on device writing PATH".
@@ -26,7 +26,7 @@ VIDEO_BYTES = 512 * 1024
 """Upper bound of one evaluation mp4 (41 frames; measured 30-150 KB at 48-64 px)."""
 SLACK_BYTES = 256 * 1024
 """metrics.jsonl, config.json, summary.json, the learning-curve png."""
-CHECKPOINT_COPIES = 3
+CHECKPOINT_COPIES = 4
 
 
 def free_bytes(path: Path) -> int:

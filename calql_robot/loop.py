@@ -24,8 +24,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.checkpoint import (capture_rng_state, fits_run, restore_rng_state, resume_state,
-                                    save_run_checkpoint)
+from calql_robot.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
+                                    resume_state, save_run_checkpoint)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.learner import CalQLLearner, NonFiniteLossError
 from calql_robot.plots import plot_calibration, plot_learning_curves
@@ -180,7 +180,7 @@ class Trainer:
         if not self.learner.online:
             c.offline_success = self.evaluate("switch").success_rate
             self.learner.set_online(True)
-            self.save()
+            keep_switch_checkpoint(self.save().parent)
         self._online_phase()
         final = self.evaluate("final")
         summary: dict[str, float | None] = {k: v for k, v in (("initial_success", c.initial_success),

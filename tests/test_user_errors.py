@@ -205,10 +205,22 @@ def test_a_collection_killed_midway_leaves_no_dataset(tmp_path: Path) -> None:
 
 def test_previous_checkpoint_is_kept(finished: Path) -> None:
     ckpt = finished / "checkpoints"
-    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", "previous.pt"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["latest.pt", "previous.pt", "switch.pt"]
     assert not os.path.samefile(ckpt / "latest.pt", ckpt / "previous.pt")
     assert load_checkpoint(ckpt / "previous.pt")["learner"]["num_updates"] <= \
         load_checkpoint(ckpt / "latest.pt")["learner"]["num_updates"]
+
+
+def test_switch_checkpoint_holds_the_pretrained_state(finished: Path) -> None:
+    """switch.pt is the state right after pre-training: every offline update done, no
+    online one, the learner already switched, an empty online buffer."""
+    config = json.loads((finished / "config.json").read_text())
+    switch = load_checkpoint(finished / "checkpoints" / "switch.pt")
+    latest = load_checkpoint(finished / "checkpoints" / "latest.pt")
+    assert switch["counters"]["offline_updates"] == config["loop"]["offline_steps"]
+    assert switch["counters"]["online_updates"] == 0 and switch["counters"]["env_steps"] == 0
+    assert switch["learner"]["num_updates"] == config["loop"]["offline_steps"]
+    assert latest["counters"]["online_updates"] > 0, "latest.pt moved on past the switch"
 
 
 # --------------------------------------------------------------------- resume
@@ -396,7 +408,7 @@ def test_a_disk_that_fills_up_keeps_the_last_checkpoint_and_resumes(small_fs) ->
         proc.wait()
     line = user_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err),
                       "no space left on device writing", str(run_dir))
-    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name not in ("latest.pt", "previous.pt")]
+    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if p.name not in ("latest.pt", "previous.pt", "switch.pt")]
     assert leftovers == [], f"half-written files under the run dir: {leftovers} ({line})"
     state = load_checkpoint(latest)
     rows = read_metrics(run_dir / "metrics.jsonl")
