@@ -81,16 +81,22 @@ class CalQLLearner:
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam per loss. One Adam over the stacked ensemble equals one Adam per critic:
         Adam is elementwise, so stacking parameters changes nothing."""
-        cfg = self.cfg
         critic_params = list(self.critic.parameters()) + list(self.encoder.parameters())
         # fused: one kernel per step instead of ~10 elementwise passes per tensor (CPU and CUDA)
         adam = functools.partial(torch.optim.Adam, fused=True)
+        lr = self._learning_rates()
         return {
-            "actor": adam(self.actor.parameters(), lr=cfg.actor_lr),
-            "critic": adam(critic_params, lr=cfg.critic_lr),
-            "alpha": adam([self.log_alpha], lr=cfg.actor_lr),
-            "alpha_prime": adam([self.log_alpha_prime], lr=cfg.critic_lr),
+            "actor": adam(self.actor.parameters(), lr=lr["actor"]),
+            "critic": adam(critic_params, lr=lr["critic"]),
+            "alpha": adam([self.log_alpha], lr=lr["alpha"]),
+            "alpha_prime": adam([self.log_alpha_prime], lr=lr["alpha_prime"]),
         }
+
+    def _learning_rates(self) -> dict[str, float]:
+        """Each optimizer's learning rate from the config (the temperature's follows the
+        actor's, alpha prime's the critic's, as in the official code)."""
+        cfg = self.cfg
+        return {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "alpha": cfg.actor_lr, "alpha_prime": cfg.critic_lr}
 
     @torch.no_grad()
     def set_q_level(self, value: float) -> None:
@@ -176,8 +182,11 @@ class CalQLLearner:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
             self.log_alpha_prime.copy_(state["log_alpha_prime"])
+        lr = self._learning_rates()
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
+            for group in opt.param_groups:  # Adam's state restores the saved lr; the config's wins
+                group["lr"] = lr[name]  # (a flag given on --run.resume, e.g. --learner.actor-lr, applies)
         self.online = bool(state["online"])
         self.num_updates = int(state["num_updates"])
 

@@ -46,6 +46,14 @@ def test_bc_state_round_trip_and_act() -> None:
     assert isinstance(make_learner("calql", LearnerConfig(), BCConfig(), 5, 3), CalQLLearner)
 
 
+def test_bc_resumed_with_another_lr_trains_at_it() -> None:
+    a = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,), lr=1e-3), 5, 3)
+    a.update(batch(np.random.default_rng(2)))
+    b = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,), lr=1e-5), 5, 3)
+    b.load_state_dict(a.state_dict())
+    assert [g["lr"] for g in b.optimizer.param_groups] == [1e-5]
+
+
 def test_flat_gripper_rewrite_uses_each_steps_own_observation() -> None:
     from calql_robot.domains.pickplace_visual import binarize_gripper_flat
     lengths = np.array([2, 3])

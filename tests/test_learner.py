@@ -104,6 +104,18 @@ def test_update_equals_separate_per_loss_steps() -> None:
     torch.testing.assert_close(fused.log_alpha_prime, ref.log_alpha_prime)
 
 
+def test_loaded_state_takes_the_configs_learning_rates() -> None:
+    """Adam's state dict carries the lr it was saved with; a run resumed with another
+    --learner.actor-lr / --learner.critic-lr must train at the new one, not silently the old."""
+    saved = learner_with_encoder(actor_lr=1e-3, critic_lr=3e-4)
+    saved.update(make_batch(0))
+    resumed = learner_with_encoder(actor_lr=1e-5, critic_lr=2e-5)
+    resumed.load_state_dict(saved.state_dict())
+    got = {name: [g["lr"] for g in opt.param_groups] for name, opt in resumed.optimizers.items()}
+    assert got == {"actor": [1e-5], "critic": [2e-5], "alpha": [1e-5], "alpha_prime": [2e-5]}
+    assert resumed.optimizers["actor"].state, "Adam's moments still come from the checkpoint"
+
+
 def test_resume_equivalence_through_weights_only_checkpoint() -> None:
     """K updates + save + load (weights_only) + K updates == 2K updates, bit for bit."""
     batches = [make_batch(seed) for seed in range(6)]

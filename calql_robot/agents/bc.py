@@ -112,5 +112,7 @@ class BCLearner:
         self.encoder.load_state_dict(state["encoder"])
         self.policy.load_state_dict(state["policy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the saved lr would win; a resumed run's flag applies
+            group["lr"] = self.bc_cfg.lr
         self.online = bool(state["online"])
         self.num_updates = int(state["num_updates"])
