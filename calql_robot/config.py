@@ -178,6 +178,12 @@ class RunConfig:
     """Run name used in the run directory and wandb."""
     resume: bool = False
     """Continue the run in run_dir from its latest checkpoint."""
+    finetune_from: str | None = None
+    """Skip pre-training: start this run at another run directory's checkpoints/switch.pt
+    (its pre-trained state, RNG included) and fine-tune with this run's online settings.
+    Its offline metrics rows are copied, so the curves show the whole run; with the same
+    settings the fine-tuning repeats that run's exactly. For comparing online settings on
+    one pre-training."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
     threads: int = 0

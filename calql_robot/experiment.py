@@ -24,6 +24,7 @@ from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfi
 from calql_robot.agents import BCConfig, make_learner
 from calql_robot.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.errors import ConfigError, RunDirError
+from calql_robot.finetune import FLAG, source_for
 from calql_robot.learner import resolve_device
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
@@ -172,17 +173,24 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
     learner_cfg.validate()
     seed_everything(run.seed)
     device = resolve_device(run.device)
+    algo = getattr(config, "algo", "calql")
+    source = source_for(run, getattr(config, "domain", None), algo)
+    if source is not None and source.offline_steps != loop.offline_steps:
+        print(f"{FLAG} {run.finetune_from}: pre-trained for {source.offline_steps} offline updates "
+              f"(--loop.offline-steps {loop.offline_steps} does not apply)", flush=True)
+        loop = replace(loop, offline_steps=source.offline_steps)
     run_dir = prepare_run_dir(run)
     if run.resume:
         remove_stale_temporaries(run_dir / "checkpoints")
         precheck_resume(run_dir / "checkpoints")  # a damaged latest.pt is named before data load
     saved = to_dict(config)
+    if source is not None:
+        saved["loop"]["offline_steps"] = source.offline_steps
     if isinstance(saved.get("run"), dict):
         saved["run"]["resume"] = False  # how this process started, not a setting of the run
     logger = RunLogger(run_dir, saved, wandb_mode=run.wandb, run_name=run.name, resume=run.resume)
     domain = build_domain()
     logger.add_derived(domain.record)
-    algo = getattr(config, "algo", "calql")
     if algo == "bc" and loop.online_env_steps:
         print(f"--algo bc learns offline only: skipping the {loop.online_env_steps} online env steps")
         loop = replace(loop, online_env_steps=0)
@@ -202,9 +210,13 @@ def run_experiment(config: Any, learner_cfg: LearnerConfig, loop: LoopConfig, re
                       progress=run.progress, videos=videos)
     try:
         check_run_space(run_dir, learner, online, loop, videos)
-        if run.resume and not trainer.try_resume():
+        resumed = run.resume and trainer.try_resume()
+        if run.resume and not resumed:
             restart_note(run_dir)
             logger.truncate_after(-1)  # rows of the killed attempt; this one logs them again
+        if source is not None and not resumed:
+            logger.adopt_rows(source.rows)
+            trainer.start_from_switch(source.switch, source.state, source.wall_s)
         summary = trainer.run()
     finally:
         trainer.close()

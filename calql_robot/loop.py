@@ -27,6 +27,7 @@ from tqdm import tqdm
 from calql_robot.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
                                     resume_state, save_run_checkpoint)
 from calql_robot.config import LoopConfig, RewardConfig
+from calql_robot.errors import CheckpointError
 from calql_robot.learner import CalQLLearner, NonFiniteLossError
 from calql_robot.plots import plot_calibration, plot_learning_curves
 from calql_robot.rollouts import EvalResult, evaluate, run_episode
@@ -161,14 +162,31 @@ class Trainer:
         if found is None:
             return False
         path, state = found
+        self._restore(path, state, with_online_buffer=True)
+        self.logger.truncate_after(self.step)
+        return True
+
+    def start_from_switch(self, path: Path, state: dict[str, Any], wall_s: float) -> None:
+        """Take another run's pre-trained state (its switch.pt) as this run's: learner,
+        counters and RNG. Its online buffer is empty by construction, so this run's own
+        (sized for its online steps) stays as built. `wall_s`: the source's wall clock at
+        the switch, so this run's progress/wall_s counts the pre-training it reuses."""
+        c = state["counters"]
+        if not state["learner"].get("online") or c["online_updates"] or c["env_steps"]:
+            raise CheckpointError(f"{path}: not a switch checkpoint (online updates {c['online_updates']}, "
+                                  f"env steps {c['env_steps']})", "pass a run directory whose pre-training ended")
+        self._restore(path, state, with_online_buffer=False)
+        self.counters.next_eval_step = self.loop.eval_every  # this run's schedule, not the source's
+        self._start = time.time() - wall_s
+
+    def _restore(self, path: Path, state: dict[str, Any], with_online_buffer: bool) -> None:
         with fits_run(path):  # a checkpoint of another run or version: named, not a KeyError
             self.learner.load_state_dict(state["learner"])
-            self.online.load_state_dict(state["online_buffer"])
+            if with_online_buffer:
+                self.online.load_state_dict(state["online_buffer"])
             counters = state["counters"]
             self.counters = Counters(**{**counters, "successes": [bool(s) for s in counters["successes"]]})
             restore_rng_state(state["rng"], self.rng)
-        self.logger.truncate_after(self.step)
-        return True
 
     # ---------------------------------------------------------------- phases
     def run(self) -> dict[str, float]:

@@ -329,6 +329,18 @@ class RunLogger:
             self._file = open(self.metrics_path, "a", encoding="utf-8")
         return len(rows) - len(kept)
 
+    def adopt_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Start an empty metrics file with another run's rows, as read by `read_metrics`
+        (`--run.finetune-from`: the pre-training this run continues)."""
+        if self._file is None:
+            raise RuntimeError(f"RunLogger for {self.run_dir} is closed")
+        if self._file.tell() or (self.metrics_path.is_file() and self.metrics_path.stat().st_size):
+            raise RuntimeError(f"{self.metrics_path} already has rows")
+        self._file.close()
+        self._rewrite([json.loads(encode_row({k: v for k, v in r.items() if k not in RESERVED_KEYS},
+                                             r["step"], r["phase"], r["time"])) for r in rows])
+        self._file = open(self.metrics_path, "a", encoding="utf-8")
+
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
         """Rows are still in their on-disk (encoded) form here, so dumping them is lossless."""
         atomic_write_text(self.metrics_path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))

@@ -115,6 +115,51 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch
     assert rows_a == rows_b
 
 
+def _with_run(cfg: StateExperimentConfig, **run_changes) -> StateExperimentConfig:
+    return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, **run_changes))
+
+
+def test_finetune_from_switch_repeats_the_source_and_takes_new_online_settings(tmp_path: Path) -> None:
+    source = tiny_config(tmp_path / "a")
+    summary_a = run(source)
+    # same settings (even a wrong --loop.offline-steps, which the source's count replaces)
+    fork = _with_run(tiny_config(tmp_path / "b", offline_steps=999), finetune_from=str(tmp_path / "a"))
+    summary_b = run(fork)
+    for key in ("offline_success", "final_success", "cumulative_regret", "env_steps", "online_updates",
+                "offline_updates"):
+        assert summary_a[key] == summary_b[key], key
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")["learner"]
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["learner"]
+    for part in ("actor", "critic", "encoder"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
+    assert strip_times(read_metrics(tmp_path / "a" / "metrics.jsonl")) == \
+        strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl")), "offline rows copied, online ones repeated"
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["loop"]["offline_steps"] == 30
+
+    # other online settings on the same pre-training: the switch is shared, the online phase is not
+    other = _with_run(tiny_config(tmp_path / "c", online_env_steps=60, mixing_ratio=0.25),
+                      finetune_from=str(tmp_path / "a"))
+    summary_c = run(other)
+    assert summary_c["offline_success"] == summary_a["offline_success"]
+    assert 60 <= summary_c["env_steps"] < 100 and summary_c["online_updates"] == summary_c["env_steps"]
+    c = load_checkpoint(tmp_path / "c" / "checkpoints" / "latest.pt")["learner"]
+    assert any(not torch.equal(t, a["actor"][n]) for n, t in c["actor"].items()), "another online phase"
+    switch = load_checkpoint(tmp_path / "a" / "checkpoints" / "switch.pt")["learner"]
+    assert c["num_updates"] == switch["num_updates"] + summary_c["online_updates"]
+
+
+def test_finetune_from_a_run_without_switch_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    out = subprocess.run([sys.executable, "train_state.py", "--run.finetune-from", str(tmp_path / "src"),
+                          "--run.run-dir", str(tmp_path / "new")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"--run.finetune-from {tmp_path / 'src'}: no checkpoints/switch.pt" in out.stderr
+    assert not (tmp_path / "new").exists(), "nothing written for a run that cannot start"
+
+
 def test_non_finite_loss_stops_run_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
     cfg = tiny_config(tmp_path / "run", checkpoint_every=10)
     original = CalQLLearner.update
