@@ -92,6 +92,11 @@ class LearnerConfig:
     """With bc_weight or bc_encoder_weight > 0: the BC terms cover only the offline rows of a
     mixed online batch. Online rows hold the policy's own exploratory actions, so imitating
     them pulls the policy toward its own noise; the Q term and the critic still see every row."""
+    freeze_encoder_online: bool = False
+    """Keep the pre-trained image encoder fixed during fine-tuning (not Cal-QL; the critic
+    and actor heads still train). Why: on the visual preset, the critic's TD updates on the
+    held-out task's online transitions moved the shared features by 30% in 1K env steps and
+    the pre-trained arm degraded with them (RESULTS.md, session 6). No effect on states."""
     q_init_mc: bool = False
     """Start the critics (and their target) at the offline data's mean MC return instead of
     0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q

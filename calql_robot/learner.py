@@ -107,8 +107,10 @@ class CalQLLearner:
 
     # ------------------------------------------------------------------ training
     def set_online(self, online: bool) -> None:
-        """Switch to the fine-tuning settings (CQL weight, bound on/off)."""
+        """Switch to the fine-tuning settings (CQL weight, bound on/off; with
+        `freeze_encoder_online`, the encoder's parameters stop taking gradients)."""
         self.online = online
+        self.encoder.requires_grad_(not (online and self.cfg.freeze_encoder_online))
 
     def settings(self) -> UpdateSettings:
         cfg = self.cfg
@@ -187,7 +189,7 @@ class CalQLLearner:
             opt.load_state_dict(state["optimizers"][name])
             for group in opt.param_groups:  # Adam's state restores the saved lr; the config's wins
                 group["lr"] = lr[name]  # (a flag given on --run.resume, e.g. --learner.actor-lr, applies)
-        self.online = bool(state["online"])
+        self.set_online(bool(state["online"]))
         self.num_updates = int(state["num_updates"])
 
 

@@ -232,6 +232,30 @@ def test_encoder_bc_reaches_only_the_encoder(loss_name: str) -> None:
     assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name, ENCODER_BC_OWNERS)
 
 
+def _snapshot(module: nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_encoder_online_fixes_the_encoder_after_the_switch_only(freeze: bool) -> None:
+    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0, freeze_encoder_online=freeze)
+    before = _snapshot(learner.encoder)
+    learner.update(make_batch(0))
+    assert any(not torch.equal(a, b) for a, b in zip(before, learner.encoder.parameters())), "offline: it trains"
+    learner.set_online(True)
+    enc, critic, actor = _snapshot(learner.encoder), _snapshot(learner.critic), _snapshot(learner.actor)
+    for seed in (1, 2):
+        learner.update(make_batch(seed))
+    moved = [not torch.equal(a, b) for a, b in zip(enc, learner.encoder.parameters())]
+    assert (not any(moved)) if freeze else all(moved)
+    assert all(not torch.equal(a, b) for a, b in zip(critic, learner.critic.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(actor, learner.actor.parameters()))
+    # a resumed (or --run.finetune-from) learner past the switch is frozen again by load_state_dict
+    fresh = learner_with_encoder(freeze_encoder_online=freeze)
+    fresh.load_state_dict(learner.state_dict())
+    assert all(p.requires_grad != freeze for p in fresh.encoder.parameters())
+
+
 def test_encoder_bc_is_the_weighted_mse_and_leaves_the_other_losses_alone() -> None:
     """The encoder_bc loss is bc_encoder_weight * mean((tanh(mu(enc(s))) - a_clipped)^2),
     checked against NumPy; the actor and critic losses equal those of a run without it."""
