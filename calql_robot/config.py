@@ -159,6 +159,11 @@ class LoopConfig:
     """Transitions per update."""
     mixing_ratio: float = 0.5
     """Fraction of each online batch from offline data; -1 pools both uniformly."""
+    warmup_env_steps: int = 0
+    """Online env steps collected with the pre-trained policy before the first online
+    update (WSRL's warm-up, Zhou et al. 2024): the first updates then draw their online rows
+    from a buffer of many episodes, not re-sample one or two dozen times each. They count
+    as online env steps (and in the regret); no updates are made up for them."""
     eval_episodes: int = 10
     """Deterministic episodes per evaluation."""
     eval_every_offline: int = 500

@@ -232,6 +232,6 @@ def validate_loop(loop: LoopConfig) -> None:
     for name in ("batch_size", "utd", "eval_episodes", "eval_every", "checkpoint_every", "log_every"):
         if getattr(loop, name) < 1:
             raise ConfigError(f"--loop.{name.replace('_', '-')} must be >= 1, got {getattr(loop, name)}")
-    for name in ("offline_steps", "online_env_steps", "eval_every_offline"):
+    for name in ("offline_steps", "online_env_steps", "eval_every_offline", "warmup_env_steps"):
         if getattr(loop, name) < 0:
             raise ConfigError(f"--loop.{name.replace('_', '-')} must be >= 0, got {getattr(loop, name)}")

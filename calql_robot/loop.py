@@ -2,9 +2,10 @@
 
 Offline: `offline_steps` updates on uniform batches of the offline buffer. Online,
 repeated: collect one trajectory with the current stochastic policy (frozen during the
-episode), insert it with its Monte-Carlo returns, then `len(traj) * utd` updates on mixed
-batches (`round(B*m)` offline + rest online; m=-1 pools both). Evaluations at the start,
-during pre-training, at the switch, every `eval_every` env steps online and at the end.
+episode), insert it with its Monte-Carlo returns, then `len(traj) * utd` updates (none
+until `warmup_env_steps` env steps are in, WSRL's warm-up) on mixed batches (`round(B*m)`
+offline + rest online; m=-1 pools both). Evaluations at the start, during pre-training,
+at the switch, every `eval_every` env steps online and at the end.
 
 Resumable: a checkpoint holds the learner (networks, optimizers, alpha, alpha'), the
 online buffer, all counters and every RNG state; the offline buffer is rebuilt from its
@@ -255,7 +256,7 @@ class Trainer:
         self.logger.log({"online/episode_return": episode["return"], "online/success": float(episode["success"]),
                          "online/cumulative_regret": c.cumulative_regret, "online/episode_length": episode["length"],
                          **self._progress_metrics()}, self.step, "online")
-        for _ in range(episode["length"] * loop.utd):
+        for _ in range(episode["length"] * loop.utd if c.env_steps > loop.warmup_env_steps else 0):
             self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng))
             c.online_updates += 1
             if c.online_updates % loop.log_every == 0:

@@ -160,6 +160,21 @@ def test_finetune_from_a_run_without_switch_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists(), "nothing written for a run that cannot start"
 
 
+def test_warmup_collects_before_the_first_online_update(tmp_path: Path) -> None:
+    """--loop.warmup-env-steps 60: the episodes that end at or before 60 env steps bring no
+    update; every later one brings len(episode) * utd."""
+    summary = run(tiny_config(tmp_path / "run", warmup_env_steps=60, log_every=1))
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    episodes = [r for r in rows if "online/episode_length" in r]
+    ends = np.cumsum([r["online/episode_length"] for r in episodes])
+    expected = int(sum(r["online/episode_length"] for r, end in zip(episodes, ends) if end > 60))
+    assert 0 < expected < summary["env_steps"] and summary["online_updates"] == expected
+    first_online_update = min(r["step"] for r in rows if r["phase"] == "online" and "train/critic_loss" in r)
+    assert first_online_update - 30 > 60, "no update logged before the warm-up's env steps were in"
+    with pytest.raises(ValueError, match="warmup-env-steps"):
+        run(tiny_config(tmp_path / "bad", warmup_env_steps=-1))
+
+
 def test_non_finite_loss_stops_run_and_keeps_last_checkpoint(tmp_path: Path, monkeypatch) -> None:
     cfg = tiny_config(tmp_path / "run", checkpoint_every=10)
     original = CalQLLearner.update
