@@ -103,16 +103,20 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch
     resumed = dataclasses.replace(killed, run=dataclasses.replace(killed.run, resume=True))
     summary_b = run(resumed)
 
-    for key in ("final_success", "cumulative_regret", "env_steps", "online_updates", "final_return"):
+    assert_same_runs(tmp_path / "a", tmp_path / "b", summary_a, summary_b)
+
+
+def assert_same_runs(dir_a: Path, dir_b: Path, summary_a: dict, summary_b: dict) -> None:
+    """Two runs ended alike: summary, every network tensor, every metrics row but times."""
+    for key in ("offline_success", "final_success", "cumulative_regret", "env_steps", "online_updates",
+                "offline_updates", "final_return"):
         assert summary_a[key] == summary_b[key], key
-    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")["learner"]
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["learner"]
-    for part in ("actor", "critic", "target_critic"):
+    a = load_checkpoint(dir_a / "checkpoints" / "latest.pt")["learner"]
+    b = load_checkpoint(dir_b / "checkpoints" / "latest.pt")["learner"]
+    for part in ("encoder", "actor", "critic", "target_critic"):
         for name, tensor in a[part].items():
             assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
-    rows_a = strip_times(read_metrics(tmp_path / "a" / "metrics.jsonl"))
-    rows_b = strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl"))
-    assert rows_a == rows_b
+    assert strip_times(read_metrics(dir_a / "metrics.jsonl")) == strip_times(read_metrics(dir_b / "metrics.jsonl"))
 
 
 def _with_run(cfg: StateExperimentConfig, **run_changes) -> StateExperimentConfig:
@@ -125,16 +129,8 @@ def test_finetune_from_switch_repeats_the_source_and_takes_new_online_settings(t
     # same settings (even a wrong --loop.offline-steps, which the source's count replaces)
     fork = _with_run(tiny_config(tmp_path / "b", offline_steps=999), finetune_from=str(tmp_path / "a"))
     summary_b = run(fork)
-    for key in ("offline_success", "final_success", "cumulative_regret", "env_steps", "online_updates",
-                "offline_updates"):
-        assert summary_a[key] == summary_b[key], key
+    assert_same_runs(tmp_path / "a", tmp_path / "b", summary_a, summary_b)  # offline rows copied, online repeated
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "latest.pt")["learner"]
-    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["learner"]
-    for part in ("actor", "critic", "encoder"):
-        for name, tensor in a[part].items():
-            assert torch.equal(tensor, b[part][name]), f"{part}.{name}"
-    assert strip_times(read_metrics(tmp_path / "a" / "metrics.jsonl")) == \
-        strip_times(read_metrics(tmp_path / "b" / "metrics.jsonl")), "offline rows copied, online ones repeated"
     assert json.loads((tmp_path / "b" / "config.json").read_text())["loop"]["offline_steps"] == 30
 
     # other online settings on the same pre-training: the switch is shared, the online phase is not
