@@ -80,6 +80,9 @@ class LearnerConfig:
     bc_weight: float = 0.0
     """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
     MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
+    bc_weight_online: float | None = None
+    """The TD3+BC actor term's weight after the switch; None keeps bc_weight. With
+    bc_offline_only it anchors the fine-tuning actor to the offline data's actions."""
     bc_encoder_weight: float = 0.0
     """Weight of an auxiliary behaviour-cloning loss on the shared image encoder (not Cal-QL;
     0 disables): the encoder is trained by critic loss + bc_encoder_weight *
@@ -119,8 +122,8 @@ class LearnerConfig:
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("bc_weight", "bc_encoder_weight"):
-            if getattr(self, name) < 0:
+        for name in ("bc_weight", "bc_encoder_weight", "bc_weight_online"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)!r}")
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{_flag('cql_clip_min')} {self.cql_clip_min} > {_flag('cql_clip_max')} "

@@ -115,9 +115,10 @@ class CalQLLearner:
     def settings(self) -> UpdateSettings:
         cfg = self.cfg
         if not self.online:
-            return UpdateSettings(cfg.cql_weight, cfg.calql_bound)
+            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.bc_weight)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
-        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online)
+        bc_weight = cfg.bc_weight if cfg.bc_weight_online is None else cfg.bc_weight_online
+        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, bc_weight)
 
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic,

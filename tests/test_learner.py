@@ -104,6 +104,30 @@ def test_update_equals_separate_per_loss_steps() -> None:
     torch.testing.assert_close(fused.log_alpha_prime, ref.log_alpha_prime)
 
 
+def test_bc_weight_online_applies_after_the_switch_only() -> None:
+    """--learner.bc-weight-online: the actor's BC weight of the online phase; the actor loss
+    with it equals the loss of a config whose bc_weight is that value."""
+    learner = learner_with_encoder(bc_weight=2.5, bc_weight_online=25.0)
+    assert learner.settings().bc_weight == 2.5
+    learner.set_online(True)
+    assert learner.settings().bc_weight == 25.0
+    same = learner_with_encoder(bc_weight=25.0)
+    same.set_online(True)
+    batch = batch_to_torch(make_batch(0), learner.device)
+    torch.manual_seed(5)
+    got, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings(), learner.augment)
+    torch.manual_seed(5)
+    want, _ = compute_losses(batch, same.nets(), same.cfg, same.settings(), same.augment)
+    torch.testing.assert_close(got["actor"], want["actor"])
+    base = learner_with_encoder(bc_weight=2.5)
+    base.set_online(True)
+    torch.manual_seed(5)
+    other, _ = compute_losses(batch, base.nets(), base.cfg, base.settings(), base.augment)
+    assert not torch.allclose(other["actor"], got["actor"])
+    with pytest.raises(ValueError, match="--learner.bc-weight-online"):
+        learner_with_encoder(bc_weight_online=-1.0)
+
+
 def test_loaded_state_takes_the_configs_learning_rates() -> None:
     """Adam's state dict carries the lr it was saved with; a run resumed with another
     --learner.actor-lr / --learner.critic-lr must train at the new one, not silently the old."""
