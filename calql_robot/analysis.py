@@ -26,6 +26,7 @@ class RunOutcome:
     dip: float | None
     evals: list[tuple[int, float]]  # (step, success rate) of every evaluation, in order
     switch_step: int
+    eval_episodes: int = 0  # episodes per evaluation (its config's loop.eval_episodes)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +60,8 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2) -> RunOutcome:
     at_switch = [s for step, s in evals if step == switch]
     offline = summary.get("offline_success", at_switch[-1] if at_switch else float("nan"))
     return RunOutcome(str(run_dir), float(offline), float(summary["final_success"]),
-                      summary.get("cumulative_regret"), dip(evals, switch, online, early_fraction), evals, switch)
+                      summary.get("cumulative_regret"), dip(evals, switch, online, early_fraction), evals, switch,
+                      int(config["loop"].get("eval_episodes", 0)))
 
 
 def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
@@ -74,7 +76,10 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
 
     fig = Figure(figsize=(8.0, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple"]
+    first = ["tab:red", "tab:blue", "tab:green", "tab:purple"]  # the published figures' colours
+    colours = first + [c for c in (f"C{i}" for i in range(10)) if c not in ("C0", "C2", "C3", "C4")]
+    if len(groups) > len(colours):
+        raise ValueError(f"at most {len(colours)} groups fit one figure, got {len(groups)}")
     switch = None
     for colour, (label, runs) in zip(colours, groups.items()):
         curves = []
@@ -98,7 +103,8 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
         if switch is not None:
             ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7)
         ax.grid(alpha=0.3)
-    top.set_ylabel("success rate (20 eval episodes)", fontsize=8)
+    episodes = sorted({o.eval_episodes for runs in groups.values() for o in runs})
+    top.set_ylabel(f"success rate ({' / '.join(map(str, episodes))} eval episodes)", fontsize=8)
     top.legend(fontsize=8)
     bottom.set_ylabel("Q(s, pi(s)) (solid), batch G offline (dotted)", fontsize=8)
     bottom.set_xlabel("step (offline updates, then offline updates + online env steps; dashed: switch)", fontsize=8)

@@ -68,7 +68,7 @@ def fake_run(path: Path, evals: list[tuple[int, float]], switch: int, online: in
               "train/mc_return": -5.0} for s in range(0, switch + online, 100)]
     rows.sort(key=lambda r: r["step"])
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (path / "config.json").write_text(json.dumps({"loop": {"online_env_steps": online}}))
+    (path / "config.json").write_text(json.dumps({"loop": {"online_env_steps": online, "eval_episodes": 40}}))
     (path / "summary.json").write_text(json.dumps({"offline_updates": switch, "final_success": evals[-1][1],
                                                    "cumulative_regret": 0.5}))  # as after a resume
     return path
@@ -87,3 +87,14 @@ def test_outcome_and_comparison_cli(tmp_path: Path) -> None:
                                                                                       ("y", 0.4, 0.3)]
     assert lines[0]["dip"] == pytest.approx(-0.4) and lines[1]["dip"] == 0.0
     assert out.stat().st_size > 5000
+
+
+def test_comparison_figure_draws_every_group_and_names_its_episodes(tmp_path: Path) -> None:
+    """Five groups are five legend entries (a fifth was once dropped without a word), and
+    the axis names the runs' own evaluation episodes."""
+    from calql_robot.analysis import comparison_figure, read_outcome
+    groups = {f"g{i}": [read_outcome(fake_run(tmp_path / f"r{i}", [(0, 0.0), (100, 0.1 * i), (300, 0.2)], 100, 200))]
+              for i in range(5)}
+    top = comparison_figure(groups).axes[0]
+    assert [t.get_text() for t in top.get_legend().get_texts()] == [f"g{i} (mean of 1)" for i in range(5)]
+    assert top.get_ylabel() == "success rate (40 eval episodes)"
