@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calql_robot.checkpoint import SWITCH_NAME, checkpoint_candidates, load_checkpoint
+from calql_robot.checkpoint import SWITCH_NAME, check_keys, checkpoint_candidates, load_checkpoint
 from calql_robot.config import RunConfig
 from calql_robot.errors import ConfigError
 from calql_robot.runlog import CONFIG_FILE, METRICS_FILE, read_metrics
@@ -43,7 +43,7 @@ class PretrainedSource:
         return float(walls[-1]) if walls else 0.0
 
 
-def load_source(run_dir: str, domain: str, algo: str) -> PretrainedSource:
+def load_source(run_dir: str, domain: str | None, algo: str) -> PretrainedSource:
     """Read and check `run_dir`'s switch.pt, config and metrics; each problem is one line
     naming the flag and the path."""
     root = Path(run_dir)
@@ -59,6 +59,7 @@ def load_source(run_dir: str, domain: str, algo: str) -> PretrainedSource:
     if config.get("algo", "calql") != algo:
         raise ConfigError(f"{FLAG} {run_dir}: pre-trained with --algo {config.get('algo')}, not {algo}")
     state = load_checkpoint(switch)
+    check_keys(switch, state, ("learner", "counters", "rng"))
     offline_steps = int(state["counters"]["offline_updates"])
     metrics = root / METRICS_FILE
     rows = [r for r in read_metrics(metrics) if r["step"] <= offline_steps] if metrics.is_file() else []

@@ -154,6 +154,13 @@ def test_finetune_from_a_run_without_switch_is_one_line(tmp_path: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"--run.finetune-from {tmp_path / 'src'}: no checkpoints/switch.pt" in out.stderr
     assert not (tmp_path / "new").exists(), "nothing written for a run that cannot start"
+    (tmp_path / "src" / "checkpoints").mkdir()
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "src" / "checkpoints" / "switch.pt")  # not a run's
+    out = subprocess.run([sys.executable, "train_state.py", "--run.finetune-from", str(tmp_path / "src"),
+                          "--run.run-dir", str(tmp_path / "new")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "missing keys" in out.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_warmup_collects_before_the_first_online_update(tmp_path: Path) -> None:
