@@ -76,8 +76,8 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
 
     fig = Figure(figsize=(8.0, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
-    first = ["tab:red", "tab:blue", "tab:green", "tab:purple"]  # the published figures' colours
-    colours = first + [c for c in (f"C{i}" for i in range(10)) if c not in ("C0", "C2", "C3", "C4")]
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple",  # the published figures' first four
+               "tab:orange", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
     if len(groups) > len(colours):
         raise ValueError(f"at most {len(colours)} groups fit one figure, got {len(groups)}")
     switch = None

@@ -256,7 +256,8 @@ class Trainer:
         self.logger.log({"online/episode_return": episode["return"], "online/success": float(episode["success"]),
                          "online/cumulative_regret": c.cumulative_regret, "online/episode_length": episode["length"],
                          **self._progress_metrics()}, self.step, "online")
-        for _ in range(episode["length"] * loop.utd if c.env_steps > loop.warmup_env_steps else 0):
+        updates = episode["length"] * loop.utd if c.env_steps > loop.warmup_env_steps else 0  # warm-up: none
+        for _ in range(updates):
             self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng))
             c.online_updates += 1
             if c.online_updates % loop.log_every == 0:

@@ -172,7 +172,7 @@ class UpdateSettings:
 
     cql_weight: float
     bound: bool  # apply the Cal-QL bound (False gives exactly CQL)
-    bc_weight: float | None = None  # the actor's BC weight; None: cfg.bc_weight
+    bc_weight: float  # the actor's TD3+BC weight of this phase (0: pure Cal-QL actor loss)
 
 
 def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: UpdateSettings,
@@ -226,11 +226,10 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
     extra: dict[str, torch.Tensor] = {}
     rows = bc_rows(batch, cfg, batch_size)
-    bc_weight = cfg.bc_weight if settings.bc_weight is None else settings.bc_weight
-    if bc_weight > 0:
+    if settings.bc_weight > 0:
         losses = {}
         losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
-            log_pi, q_new, alpha, pi_s.deterministic()[rows], actions[rows, :actor_dim], bc_weight)
+            log_pi, q_new, alpha, pi_s.deterministic()[rows], actions[rows, :actor_dim], settings.bc_weight)
     else:
         losses = {"actor": policy_loss(log_pi, q_new, alpha)}
     if cfg.bc_encoder_weight > 0:

@@ -337,8 +337,9 @@ class RunLogger:
         if self._file.tell() or (self.metrics_path.is_file() and self.metrics_path.stat().st_size):
             raise RuntimeError(f"{self.metrics_path} already has rows")
         self._file.close()
-        self._rewrite([json.loads(encode_row({k: v for k, v in r.items() if k not in RESERVED_KEYS},
-                                             r["step"], r["phase"], r["time"])) for r in rows])
+        atomic_write_text(self.metrics_path, "".join(
+            encode_row({k: v for k, v in r.items() if k not in RESERVED_KEYS}, r["step"], r["phase"], r["time"]) + "\n"
+            for r in rows))
         self._file = open(self.metrics_path, "a", encoding="utf-8")
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:

@@ -79,7 +79,7 @@ class BCLearner:
 
     def settings(self) -> UpdateSettings:
         """No CQL and no bound; online episodes (if any) are stored without returns."""
-        return UpdateSettings(0.0, False)
+        return UpdateSettings(0.0, False, 0.0)
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         batch = batch_to_torch(batch, self.device)
