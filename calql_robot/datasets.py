@@ -9,6 +9,11 @@ Default split: all 5 x 5 (target, distractor) pairs except the held-out task (0,
 24 pre-training tasks. With `exclude_held_out_target` every task whose target is the held-out
 target object is dropped too (20 tasks), so fine-tuning meets a target never picked in the
 data - a harder transfer than PTR's, where only the pair is new.
+
+With `target_episodes` N > 0 the data also hold N scripted episodes of the held-out task
+itself, PTR's setting (Kumar et al. 2022, "Offline RL Enables Learning New Tasks from a
+Handful of Trials": multi-task prior data plus a handful of trials of the new task); the
+fine-tuning task is then new online but not absent offline.
 """
 from __future__ import annotations
 
@@ -54,6 +59,10 @@ class PickPlaceDataConfig:
     """Episodes collected for each pre-training (target, distractor) task."""
     held_out_task: tuple[int, int] = (0, 1)
     """(target, distractor) task left out of the data: the online fine-tuning task."""
+    target_episodes: int = 0
+    """Scripted episodes of the held-out task itself added to the data (PTR's "handful of
+    trials" of the new task, collected with the same noise and failure settings); 0: the
+    task is absent from the data and fine-tuning starts from zero-shot transfer."""
     exclude_held_out_target: bool = False
     """Also leave out every task whose target is the held-out target object."""
     split: Literal["all", "related"] = "all"
@@ -84,7 +93,7 @@ def check_data_config(cfg: PickPlaceDataConfig, prefix: str = "--data.") -> None
     def flag(name: str) -> str:
         return prefix + name.replace("_", "-")
 
-    for name, low in (("episodes_per_task", 1), ("workers", 1), ("image_size", 8)):
+    for name, low in (("episodes_per_task", 1), ("target_episodes", 0), ("workers", 1), ("image_size", 8)):
         if getattr(cfg, name) < low:
             raise ConfigError(f"{flag(name)} must be >= {low}, got {getattr(cfg, name)}")
     if cfg.num_tasks is not None and cfg.num_tasks < 1:
@@ -114,8 +123,10 @@ def pretraining_tasks(cfg: PickPlaceDataConfig, num_objects: int = 5) -> list[tu
 def collection_config(cfg: PickPlaceDataConfig) -> dict[str, Any]:
     """What decides the data (stored as the file's ``collection_config`` and compared when a
     cached file is reused); output path, workers and force do not change the episodes."""
-    skip = {"output", "workers", "force"} | ({"split"} if cfg.split == "all" else set())
-    # (the default split is left out, so files collected before the field existed still match)
+    skip = ({"output", "workers", "force"} | ({"split"} if cfg.split == "all" else set())
+            | ({"target_episodes"} if cfg.target_episodes == 0 else set()))
+    # (default split and no target episodes are left out, so files collected before those
+    # fields existed still match; any other value changes the cache file's hash)
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in skip}
     fields["tasks"] = [list(t) for t in pretraining_tasks(cfg)]
     fields["policy"] = "sim.scripted.ScriptedPolicy"
@@ -181,13 +192,22 @@ def _episodes(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]]) -> Iterato
               flush=True)
         yield from episodes
         del episodes
+    if cfg.target_episodes > 0:
+        task = (int(cfg.held_out_task[0]), int(cfg.held_out_task[1]))
+        episodes = collect_episodes([task], cfg.target_episodes, noise=cfg.noise, p_wrong=cfg.p_wrong,
+                                    p_drop=cfg.p_drop, image_size=cfg.image_size, seed=cfg.seed,
+                                    workers=cfg.workers)
+        rate = np.mean([ep["success"] for ep in episodes])
+        print(f"[held-out task {task}: {cfg.target_episodes} target episodes] {rate:.0%}", flush=True)
+        yield from episodes
 
 
 def collect_pickplace_dataset(cfg: PickPlaceDataConfig) -> Path:
     """Collect the split described by ``cfg`` and write it (atomically) to its path."""
     tasks = pretraining_tasks(cfg)
     attrs = {"env_config": env_config(cfg.image_size), "collection_config": collection_config(cfg),
-             "split": {"held_out_task": list(cfg.held_out_task), "pretraining_tasks": tasks},
+             "split": {"held_out_task": list(cfg.held_out_task), "pretraining_tasks": tasks,
+                       "target_episodes": cfg.target_episodes},
              "provenance": provenance()}
     path = dataset_path(cfg)
     try:
@@ -217,7 +237,8 @@ def estimated_bytes(cfg: PickPlaceDataConfig) -> int:
     """Upper bound of the file's size: every frame of full-length episodes, compressed."""
     from sim import MAX_EPISODE_STEPS
 
-    frames = len(pretraining_tasks(cfg)) * cfg.episodes_per_task * (MAX_EPISODE_STEPS + 1)
+    episodes = len(pretraining_tasks(cfg)) * cfg.episodes_per_task + cfg.target_episodes
+    frames = episodes * (MAX_EPISODE_STEPS + 1)
     frame = cfg.image_size * cfg.image_size * 3 // COMPRESSED_FRAME_FRACTION
     return frames * (frame + 128) + 2**16  # + state, task, action, reward rows; metadata
 

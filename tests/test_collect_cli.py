@@ -61,6 +61,29 @@ def test_collection_config_ignores_output_and_workers() -> None:
     assert collection_config(PickPlaceDataConfig(noise=0.2)) != a
 
 
+def test_target_episodes_are_recorded_only_when_asked_for() -> None:
+    # 0 (the default) stays out of the recorded settings, so older cache files still match;
+    # any other count is part of them (and of the cache file's hash)
+    assert "target_episodes" not in collection_config(PickPlaceDataConfig())
+    assert collection_config(PickPlaceDataConfig(target_episodes=5))["target_episodes"] == 5
+    with pytest.raises(ValueError, match="--data.target-episodes must be >= 0, got -1"):
+        check_data_config(PickPlaceDataConfig(target_episodes=-1))
+
+
+@pytest.mark.smoke
+def test_target_episodes_add_the_held_out_task_to_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "target.hdf5"
+    out = run_cli("--num-tasks", "1", "--episodes-per-task", "1", "--target-episodes", "2",
+                  "--image-size", "32", "--workers", "1", "--output", str(path))
+    assert out.returncode == 0, out.stderr
+    data = read_episodes(path)
+    assert [tuple(t) for t in data.task] == [(0, 0), (0, 1), (0, 1)]
+    attrs = validate(path)
+    assert attrs["split"]["target_episodes"] == 2 and attrs["split"]["pretraining_tasks"] == [[0, 0]]
+    assert "2 target episodes" in out.stdout
+    assert [tuple(t) for t in read_episodes(path, exclude_tasks=[(0, 1)]).task] == [(0, 0)]
+
+
 def test_success_table() -> None:
     stats = {"episodes": 4, "success_rate": 0.75, "mean_length": 30.0, "per_task": [
         {"task": [0, 0], "episodes": 2, "success_rate": 0.5, "mean_length": 35.0},

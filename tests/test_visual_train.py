@@ -3,6 +3,7 @@ checkpoint, decodable videos; resume continues the counters; presets and bad con
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -91,3 +92,16 @@ def test_presets_cli_and_held_out_check():
     bad = VisualExperimentConfig(finetune_task=(0, 2))
     with pytest.raises(ValueError, match="pre-training tasks"):
         check_visual_config(bad)
+
+
+def test_target_episodes_are_kept_only_for_the_held_out_task():
+    from calql_robot.datasets import PickPlaceDataConfig
+    from calql_robot.domains.pickplace_visual import excluded_tasks
+
+    assert excluded_tasks(VisualExperimentConfig()) == [(0, 1)]  # zero-shot: never trained on
+    handful = VisualExperimentConfig(data=PickPlaceDataConfig(target_episodes=10))
+    assert excluded_tasks(handful) == []
+    # fine-tuning another task than the one the handful was collected for drops that task
+    other = dataclasses.replace(handful, data=dataclasses.replace(handful.data, held_out_task=(2, 3)),
+                                finetune_task=(0, 1))
+    assert excluded_tasks(other) == [(0, 1)]

@@ -1,5 +1,6 @@
 """The visual pick-and-place domain: pre-train on PTR-style scripted data from pixels,
-fine-tune online on the held-out task.
+fine-tune online on the held-out task (with `--data.target-episodes N`, after N offline
+episodes of it, PTR's "handful of trials").
 
 Observations are `{"image": uint8 (H,W,3), "state": proprio, "task": one-hot target ++
 one-hot distractor}` (ARCHITECTURE.md). Offline data: scripted episodes of every
@@ -202,7 +203,7 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
     from data.episodes_hdf5 import read_episodes
 
     path = Path(cfg.dataset) if cfg.dataset is not None else find_or_create_dataset(cfg.data)
-    data = read_episodes(path, exclude_tasks=[cfg.resolved_task()])
+    data = read_episodes(path, exclude_tasks=excluded_tasks(cfg))
     if data.num_episodes == 0:
         raise DatasetError(f"{path}: no pre-training episodes left after excluding task {cfg.resolved_task()}")
     image = data.observations["image"]
@@ -219,6 +220,15 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
                                cfg.reward.scale, cfg.reward.bias)
     states = np.asarray(data.observations["state"], np.float64)
     return offline, float(np.mean(data.success)), (states.mean(axis=0), states.std(axis=0))
+
+
+def excluded_tasks(cfg: VisualExperimentConfig) -> list[tuple[int, int]]:
+    """Tasks dropped from the loaded data: the fine-tuning task, unless it is the held-out
+    task and the data hold its `--data.target-episodes` on purpose (PTR's handful of trials)."""
+    task = cfg.resolved_task()
+    if cfg.data.target_episodes > 0 and task == tuple(cfg.data.held_out_task):
+        return []
+    return [task]
 
 
 def binarize_gripper_flat(actions: np.ndarray, states: np.ndarray, lengths: np.ndarray) -> np.ndarray:
