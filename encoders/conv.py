@@ -33,11 +33,18 @@ def orthogonal_init_(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+KEYPOINT_CHANNELS: tuple[int, ...] = (16, 32, 64)
+KEYPOINT_STRIDES: tuple[int, ...] = (2, 2, 1)
+"""The keypoint encoder's trunk: two stride-2 layers, then one at stride 1, so a 48 px frame
+leaves a 12 x 12 map for the spatial softmax (about the PTR stack's cost per frame)."""
+
+
 class ConvTrunk(nn.Module):
-    """Stack of `Conv2d(3x3, stride 2, padding 1) -> ReLU`, one per entry of `channels`.
+    """Stack of `Conv2d(3x3, stride s, padding 1) -> ReLU`, one per entry of `channels`.
 
     Input `(B, in_channels, H, W)` float (already scaled to [0, 1] by the caller);
-    output the last feature map `(B, channels[-1], H', W')` with H' = ceil(H / 2**n).
+    output the last feature map `(B, channels[-1], H', W')`, H' = ceil(H / prod(strides)).
+    `stride` is one stride for every layer (PTR: 2) or one per layer.
     """
 
     def __init__(
@@ -45,18 +52,21 @@ class ConvTrunk(nn.Module):
         in_channels: int = 3,
         channels: Sequence[int] = PTR_CHANNELS,
         kernel_size: int = 3,
-        stride: int = 2,
+        stride: int | Sequence[int] = 2,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
+        strides = (int(stride),) * len(channels) if isinstance(stride, int) else tuple(int(s) for s in stride)
         if in_channels < 1:
             raise ValueError(f"ConvTrunk: in_channels must be >= 1, got {in_channels}")
         if not channels or min(channels) < 1:
             raise ValueError(f"ConvTrunk: channels must be a non-empty tuple of positive ints, got {channels}")
+        if len(strides) != len(channels) or min(strides) < 1:
+            raise ValueError(f"ConvTrunk: need one positive stride per layer, got {strides} for {channels}")
         layers: list[nn.Module] = []
         prev = in_channels
-        for out in channels:
-            layers += [nn.Conv2d(prev, out, kernel_size, stride=stride, padding=kernel_size // 2), nn.ReLU()]
+        for out, step in zip(channels, strides):
+            layers += [nn.Conv2d(prev, out, kernel_size, stride=step, padding=kernel_size // 2), nn.ReLU()]
             prev = out
         self.net = nn.Sequential(*layers)
         self.in_channels = in_channels

@@ -21,16 +21,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from encoders.conv import PTR_CHANNELS, ConvTrunk, orthogonal_init_
+from encoders.conv import KEYPOINT_CHANNELS, KEYPOINT_STRIDES, PTR_CHANNELS, ConvTrunk, orthogonal_init_
 from encoders.normalize import effective_std, standardize
+from encoders.spatial import SpatialSoftmax
 
-KINDS: tuple[str, ...] = ("conv", "resnet18")
+KINDS: tuple[str, ...] = ("conv", "keypoints", "resnet18")
 
 
 def _build_trunk(kind: str, in_channels: int, channels: Sequence[int], drop_maxpool: bool) -> nn.Module:
     """Conv trunk by name. torchvision is imported only when a ResNet is asked for."""
     if kind == "conv":
         return ConvTrunk(in_channels, channels)
+    if kind == "keypoints":
+        return ConvTrunk(in_channels, KEYPOINT_CHANNELS, stride=KEYPOINT_STRIDES)
     if kind == "resnet18":
         from encoders.resnet import ResNet18Trunk
 
@@ -45,6 +48,8 @@ class ImageStateEncoder(nn.Module):
     out as `[tanh(LN(W flat(trunk(image / 255)))), state, task]`.
 
     kind="conv": the PTR small conv stack (`channels`), flattened.
+    kind="keypoints": a shallower conv trunk (`KEYPOINT_CHANNELS`, strides 2-2-1) pooled by a
+    spatial softmax into `num_keypoints` (x, y) coordinates (Levine et al. 2016, robomimic).
     kind="resnet18": GroupNorm ResNet-18 + PTR learned spatial embeddings (`spatial_features`
     per channel) instead of a flatten; `drop_maxpool` keeps more resolution on small frames.
     A key whose dim is 0 (e.g. `task_dim=0`) may be absent from the observation.
@@ -60,6 +65,7 @@ class ImageStateEncoder(nn.Module):
         channels: Sequence[int] = PTR_CHANNELS,
         drop_maxpool: bool = False,
         spatial_features: int = 8,
+        num_keypoints: int = 32,
     ) -> None:
         super().__init__()
         if len(tuple(image_shape)) != 3 or min(image_shape) < 1:
@@ -74,7 +80,7 @@ class ImageStateEncoder(nn.Module):
         self.kind = kind
         h, w, c = self.image_shape
         self.trunk = _build_trunk(kind, c, channels, drop_maxpool)
-        self.pool = self._build_pool(kind, spatial_features)
+        self.pool = self._build_pool(kind, spatial_features, num_keypoints)
         flat_dim = self._flat_dim()
         self.bottleneck = nn.Sequential(nn.Linear(flat_dim, latent_dim), nn.LayerNorm(latent_dim), nn.Tanh())
         orthogonal_init_(self.bottleneck[0])
@@ -113,13 +119,16 @@ class ImageStateEncoder(nn.Module):
         task_dim = shapes["task"][0] if shapes.get("task") else 0
         return cls(shapes["image"], state_dim, task_dim, **kwargs)
 
-    def _build_pool(self, kind: str, spatial_features: int) -> nn.Module:
-        """Flatten for the small conv stack; PTR's learned spatial embeddings for the ResNet."""
-        if kind != "resnet18":
+    def _build_pool(self, kind: str, spatial_features: int, num_keypoints: int) -> nn.Module:
+        """Flatten for the small conv stack, a spatial softmax for the keypoint trunk, PTR's
+        learned spatial embeddings for the ResNet."""
+        if kind == "conv":
             return nn.Flatten(1)
+        _, ch, fh, fw = self.trunk_output_shape()
+        if kind == "keypoints":
+            return SpatialSoftmax(ch, fh, fw, num_keypoints)
         from encoders.resnet import SpatialLearnedEmbeddings
 
-        _, ch, fh, fw = self.trunk_output_shape()
         return SpatialLearnedEmbeddings(ch, fh, fw, spatial_features)
 
     @torch.no_grad()

@@ -14,6 +14,7 @@ from torch import nn
 from encoders import KINDS, ConvTrunk, ImageStateEncoder, RandomShift, random_shift
 from encoders.augment import shift_by_offsets
 from encoders.resnet import ResNet18Trunk, SpatialLearnedEmbeddings
+from encoders.spatial import SpatialSoftmax
 
 STATE_DIM, TASK_DIM, LATENT = 7, 4, 50
 
@@ -332,3 +333,38 @@ def test_augmented_batch_flows_through_encoder_with_gradients() -> None:
     enc.zero_grad(set_to_none=True)
     loss.backward()
     assert first_conv(enc).weight.grad.abs().sum() > 0
+
+
+def test_spatial_softmax_finds_a_peak_and_matches_numpy() -> None:
+    # identity keypoint maps: each keypoint is one input channel
+    ss = SpatialSoftmax(channels=2, height=5, width=4, num_keypoints=2)
+    with torch.no_grad():
+        ss.keypoints.weight.copy_(torch.eye(2).reshape(2, 2, 1, 1))
+        ss.keypoints.bias.zero_()
+    x = torch.zeros(1, 2, 5, 4)
+    x[0, 0, 4, 0] = 50.0  # channel 0 peaks at the bottom-left corner: (x, y) = (-1, 1)
+    out = ss(x)  # channel 1 is flat: the mean of the grid, (0, 0)
+    torch.testing.assert_close(out, torch.tensor([[-1.0, 0.0, 1.0, 0.0]]), atol=1e-4, rtol=0)
+    torch.manual_seed(0)
+    ss = SpatialSoftmax(channels=3, height=3, width=6, num_keypoints=4, temperature=0.5)
+    x = torch.randn(2, 3, 3, 6)
+    w, b = ss.keypoints.weight.detach().numpy()[:, :, 0, 0], ss.keypoints.bias.detach().numpy()
+    logits = (np.einsum("kc,bchw->bkhw", w, x.numpy()) + b[None, :, None, None]).reshape(2, 4, -1) / 0.5
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    ys, xs = np.meshgrid(np.linspace(-1, 1, 3), np.linspace(-1, 1, 6), indexing="ij")
+    ref = np.concatenate([p @ xs.reshape(-1), p @ ys.reshape(-1)], axis=1)
+    np.testing.assert_allclose(ss(x).detach().numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_keypoint_encoder_layout() -> None:
+    enc = ImageStateEncoder((48, 48, 3), STATE_DIM, TASK_DIM, kind="keypoints")
+    assert enc.trunk_output_shape() == (1, 64, 12, 12) and isinstance(enc.pool, SpatialSoftmax)
+    assert enc.bottleneck[0].in_features == 64  # 32 keypoints x (x, y)
+    obs = {"image": torch.randint(0, 256, (3, 48, 48, 3), dtype=torch.uint8),
+           "state": torch.zeros(3, STATE_DIM), "task": torch.zeros(3, TASK_DIM)}
+    assert enc(obs).shape == (3, enc.feature_dim)
+    assert all(c.stride == (s, s) for c, s in zip((m for m in enc.trunk.modules() if isinstance(m, nn.Conv2d)),
+                                                 (2, 2, 1)))
+    with pytest.raises(ValueError, match="one positive stride per layer"):
+        ConvTrunk(3, (8, 8), stride=(2,))

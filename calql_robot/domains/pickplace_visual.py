@@ -42,9 +42,10 @@ DOMAIN_NAME = "pickplace_visual"
 class EncoderConfig:
     """The shared image encoder and its augmentation (SIM.md, DrQ-v2 / PTR)."""
 
-    kind: Literal["conv", "resnet18"] = "conv"
-    """'conv': PTR's small stride-2 conv stack; 'resnet18': GroupNorm ResNet-18 (no
-    pretrained weights), PTR's larger encoder and ~10x slower on a CPU."""
+    kind: Literal["conv", "keypoints", "resnet18"] = "conv"
+    """'conv': PTR's small stride-2 conv stack; 'keypoints': a shallower conv trunk pooled by
+    a spatial softmax into 32 keypoint coordinates (Levine et al. 2016); 'resnet18':
+    GroupNorm ResNet-18 (no pretrained weights), PTR's larger encoder and ~10x slower on a CPU."""
     latent_dim: int = 50
     """Width of the bottleneck Linear -> LayerNorm -> tanh (DrQ-v2 / PTR: 50)."""
     shift_pad: int = 4
