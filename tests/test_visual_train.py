@@ -86,7 +86,8 @@ def test_presets_cli_and_held_out_check():
     assert default.loop == PRESETS["cpu"].loop and default.resolved_task() == (0, 1)
     assert default.reward.failure_reward == 0.0 and default.encoder.latent_dim == 50
     assert default.data.split == "related" and default.data.episodes_per_task == 60
-    assert default.encoder.shift_pad == 4 and default.domain == "pickplace_visual"
+    assert default.encoder.shift_pad == 1 and default.domain == "pickplace_visual"
+    assert PRESETS["paper"].encoder.shift_pad == 4
     assert default.learner.bc_encoder_weight == 3000.0 and default.learner.bc_weight == 2.5
     assert PRESETS["paper"].learner.bc_encoder_weight == 0.0 and PRESETS["paper"].learner.bc_weight == 0.0
     bad = VisualExperimentConfig(finetune_task=(0, 2))
