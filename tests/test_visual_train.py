@@ -84,6 +84,7 @@ def test_presets_cli_and_held_out_check():
     assert cfg.loop.batch_size == 256 and cfg.loop.mixing_ratio == 0.5 and cfg.loop.eval_every == 2000
     default = train_visual.parse([])
     assert default.loop == PRESETS["cpu"].loop and default.resolved_task() == (0, 1)
+    assert default.loop.mixing_ratio == 0.9
     assert default.reward.failure_reward == 0.0 and default.encoder.latent_dim == 50
     assert default.data.split == "related" and default.data.episodes_per_task == 60
     assert default.encoder.shift_pad == 1 and default.domain == "pickplace_visual"
