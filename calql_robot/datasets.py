@@ -58,7 +58,8 @@ class PickPlaceDataConfig:
     episodes_per_task: int = 100
     """Episodes collected for each pre-training (target, distractor) task."""
     held_out_task: tuple[int, int] = (0, 1)
-    """(target, distractor) task left out of the data: the online fine-tuning task."""
+    """(target, distractor) task left out of the pre-training tasks: the online
+    fine-tuning task (absent from the data unless `target_episodes` > 0)."""
     target_episodes: int = 0
     """Scripted episodes of the held-out task itself added to the data (PTR's "handful of
     trials" of the new task, collected with the same noise and failure settings); 0: the
@@ -173,19 +174,23 @@ def provenance() -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
+def _collect(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]], episodes_per_task: int) -> list[dict]:
+    """`sim.collect.collect_episodes` with the config's scripted-policy and env settings."""
+    from sim.collect import collect_episodes
+
+    return collect_episodes(tasks, episodes_per_task, noise=cfg.noise, p_wrong=cfg.p_wrong, p_drop=cfg.p_drop,
+                            image_size=cfg.image_size, seed=cfg.seed, workers=cfg.workers)
+
+
 def _episodes(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]]) -> Iterator[dict]:
     """Collect a few tasks per call and hand the episodes on as they come: the writer streams
     them to disk, so at most TASKS_PER_CALL tasks' images are in memory. sim.collect derives
-    each episode's seed from (seed, task, index), so grouping does not change the data."""
-    from sim.collect import collect_episodes
-
+    each episode's seed from (seed, task, index), so grouping does not change the data.
+    The held-out task's `target_episodes` come last."""
     for first in range(0, len(tasks), TASKS_PER_CALL):
         group = tasks[first:first + TASKS_PER_CALL]
         start = time.perf_counter()
-        episodes = collect_episodes(group, cfg.episodes_per_task, noise=cfg.noise,
-                                    p_wrong=cfg.p_wrong, p_drop=cfg.p_drop,
-                                    image_size=cfg.image_size, seed=cfg.seed,
-                                    workers=cfg.workers)
+        episodes = _collect(cfg, group, cfg.episodes_per_task)
         success = np.array([ep["success"] for ep in episodes]).reshape(len(group), -1)
         print(f"[{first + len(group)}/{len(tasks)} tasks, {time.perf_counter() - start:.1f} s] "
               + ", ".join(f"{task}: {rate:.0%}" for task, rate in zip(group, success.mean(1))),
@@ -194,9 +199,7 @@ def _episodes(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]]) -> Iterato
         del episodes
     if cfg.target_episodes > 0:
         task = (int(cfg.held_out_task[0]), int(cfg.held_out_task[1]))
-        episodes = collect_episodes([task], cfg.target_episodes, noise=cfg.noise, p_wrong=cfg.p_wrong,
-                                    p_drop=cfg.p_drop, image_size=cfg.image_size, seed=cfg.seed,
-                                    workers=cfg.workers)
+        episodes = _collect(cfg, [task], cfg.target_episodes)
         rate = np.mean([ep["success"] for ep in episodes])
         print(f"[held-out task {task}: {cfg.target_episodes} target episodes] {rate:.0%}", flush=True)
         yield from episodes

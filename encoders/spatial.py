@@ -30,10 +30,6 @@ class SpatialSoftmax(nn.Module):
         self.register_buffer("pos_x", xs.reshape(-1), persistent=False)
         self.register_buffer("pos_y", ys.reshape(-1), persistent=False)
 
-    @property
-    def out_dim(self) -> int:
-        return 2 * self.num_keypoints
-
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
         logits = self.keypoints(feature_map).flatten(2) / self.temperature  # (B, K, H*W)
         attention = torch.softmax(logits, dim=-1)
