@@ -4,13 +4,13 @@
     python collect_data.py --episodes-per-task 100 --output my_data.hdf5
 
 Every option is documented by `python collect_data.py --help`; the logic (task split,
-collection, caching, file attributes) lives in calql_robot/datasets.py.
+collection, caching, file attributes) lives in calql_robot/domains/pickplace_data.py.
 """
 from __future__ import annotations
 
 import tyro
 
-from calql_robot.datasets import PickPlaceDataConfig, check_data_config, find_or_create_dataset, format_success_table
+from calql_robot.domains.pickplace_data import PickPlaceDataConfig, check_data_config, find_or_create_dataset, format_success_table
 from calql_robot.errors import cli_main
 from data.episodes_hdf5 import validate
 

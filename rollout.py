@@ -23,7 +23,7 @@ from calql_robot.errors import ConfigError, cli_main
 from calql_robot.loop import eval_seed_base
 from calql_robot.policy_io import load_policy, policy_fn
 from calql_robot.rollouts import is_success
-from calql_robot.video import VideoRecorder, caption
+from calql_robot.run.video import VideoRecorder, caption
 
 
 @dataclass

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from calql_robot.config import LEARNER_PRESETS  # noqa: E402
-from calql_robot.learner import CalQLLearner, batch_to_torch  # noqa: E402
+from calql_robot.agents.calql_learner import CalQLLearner, batch_to_torch  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
 
 GFLOP_PER_UPDATE = 23.7

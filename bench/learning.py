@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calql_robot.analysis import read_outcome  # noqa: E402
+from calql_robot.analysis.outcomes import read_outcome  # noqa: E402
 
 ALGO_FLAGS = {"calql": [], "cql": ["--learner.no-calql-bound"], "bc": ["--algo", "bc"]}
 

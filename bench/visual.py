@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from calql_robot.learner import CalQLLearner  # noqa: E402
+from calql_robot.agents.calql_learner import CalQLLearner  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
 from calql_robot.domains.pickplace_visual import PRESETS, make_visual_modules  # noqa: E402
 from data.replay import EpisodeReplayBuffer  # noqa: E402

@@ -76,7 +76,7 @@ class LearnerConfig:
     discrete_gripper: bool = False
     """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
     critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
-    (calql_robot/gripper.py). For pick-and-place, whose gripper is binary in the env."""
+    (calql_robot/agents/gripper.py). For pick-and-place, whose gripper is binary in the env."""
     bc_weight: float = 0.0
     """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
     MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""

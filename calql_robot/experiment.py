@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.checkpoint import precheck_resume, remove_stale_temporaries
+from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
 from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig, to_dict
 from calql_robot.agents import BCConfig, make_learner
-from calql_robot.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
+from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.errors import ConfigError, RunDirError
-from calql_robot.finetune import FLAG, source_for
-from calql_robot.learner import resolve_device
+from calql_robot.run.finetune import FLAG, source_for
+from calql_robot.agents.calql_learner import resolve_device
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
-from calql_robot.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
+from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
 from data.replay import EpisodeReplayBuffer
 
 MIN_ONLINE_EPISODE_LENGTH = 4  # sizes the online buffer's observation rows
@@ -143,7 +143,7 @@ def expected_videos(loop: LoopConfig) -> int:
 def check_run_space(run_dir: Path, learner: Any, online: EpisodeReplayBuffer, loop: LoopConfig,
                     videos: bool) -> None:
     """Refuse to start training when the run directory's disk cannot hold what the run
-    will write (calql_robot/diskspace.py): checkpoints with a full online buffer, videos.
+    will write (calql_robot/run/diskspace.py): checkpoints with a full online buffer, videos.
     `learner` is any of `agents.make_learner`'s (only its `state_dict()` is read)."""
     buffer_bytes = (online.obs_capacity * online._row_bytes()  # the formula of its own memory check
                     + online.capacity * online._transition_bytes())

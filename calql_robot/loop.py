@@ -25,15 +25,15 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
+from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
                                     resume_state, save_run_checkpoint)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError
-from calql_robot.learner import CalQLLearner, NonFiniteLossError
-from calql_robot.plots import plot_calibration, plot_learning_curves
+from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError
+from calql_robot.run.plots import plot_calibration, plot_learning_curves
 from calql_robot.rollouts import EvalResult, evaluate, run_episode
-from calql_robot.runlog import RunLogger
-from calql_robot.video import VideoRecorder
+from calql_robot.run.runlog import RunLogger
+from calql_robot.run.video import VideoRecorder
 from data.mixing import sample_mixed
 from data.replay import EpisodeReplayBuffer
 from data.returns import transform_rewards

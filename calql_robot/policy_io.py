@@ -1,5 +1,5 @@
 """Loading a run's policy back: config.json -> typed config -> env + learner, then the
-checkpoint's weights (always `weights_only=True`, `calql_robot.checkpoint.load_checkpoint`).
+checkpoint's weights (always `weights_only=True`, `calql_robot.run.checkpoint.load_checkpoint`).
 
 A run records its domain in its config (`domain: "pickplace_state" | "pickplace_visual" |
 "state_task"`, the last for `train_state.py --task` runs),
@@ -22,10 +22,10 @@ import gymnasium as gym
 from torch import nn
 
 from calql_robot.agents import BCConfig, make_learner
-from calql_robot.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
+from calql_robot.run.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
 from calql_robot.errors import CheckpointNotFoundError, ConfigError, RunDirError
-from calql_robot.learner import CalQLLearner, resolve_device
-from calql_robot.runlog import CONFIG_FILE, DERIVED_KEYS
+from calql_robot.agents.calql_learner import CalQLLearner, resolve_device
+from calql_robot.run.runlog import CONFIG_FILE, DERIVED_KEYS
 
 
 @dataclass

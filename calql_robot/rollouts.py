@@ -14,7 +14,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from calql_robot.video import VideoRecorder, caption
+from calql_robot.run.video import VideoRecorder, caption
 
 Policy = Callable[[Any], np.ndarray]
 

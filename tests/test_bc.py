@@ -9,7 +9,7 @@ import torch
 from calql_robot.agents import make_learner
 from calql_robot.agents.bc import BCConfig, BCLearner
 from calql_robot.config import LearnerConfig
-from calql_robot.learner import CalQLLearner
+from calql_robot.agents.calql_learner import CalQLLearner
 
 
 def batch(rng: np.random.Generator, n: int = 64) -> dict[str, np.ndarray]:

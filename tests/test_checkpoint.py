@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot import checkpoint as ckpt
-from calql_robot.checkpoint import (
+from calql_robot.run import checkpoint as ckpt
+from calql_robot.run.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_weights_only_safe,

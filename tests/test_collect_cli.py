@@ -1,4 +1,4 @@
-"""collect_data.py and calql_robot/datasets.py: the task split, --help, a tiny real collection."""
+"""collect_data.py and calql_robot/domains/pickplace_data.py: the task split, --help, a tiny real collection."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calql_robot.datasets import (PickPlaceDataConfig, _mismatch, check_data_config, collection_config,
+from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, _mismatch, check_data_config, collection_config,
                                   format_success_table, pretraining_tasks)
 from data.episodes_hdf5 import read_episodes, validate
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from calql_robot.config import LearnerConfig
-from calql_robot.learner import CalQLLearner, NonFiniteLossError, batch_to_torch
-from calql_robot.losses import compute_losses
+from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError, batch_to_torch
+from calql_robot.agents.calql import compute_losses
 from tests.test_losses import ACT, B, OBS, make_batch, small_cfg
 
 FEAT = 4

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from calql_robot.analysis import dip
+from calql_robot.analysis.outcomes import dip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_outcome_and_comparison_cli(tmp_path: Path) -> None:
     a = fake_run(tmp_path / "a", [(0, 0.0), (100, 0.6), (130, 0.2), (300, 0.8)], 100, 200)
     b = fake_run(tmp_path / "b", [(0, 0.0), (100, 0.4), (140, 0.5), (300, 0.3)], 100, 200)
     out = tmp_path / "cmp.png"
-    res = subprocess.run([sys.executable, "-m", "calql_robot.analysis", "--group", "x", str(a), "--group", "y",
+    res = subprocess.run([sys.executable, "-m", "calql_robot.analysis.outcomes", "--group", "x", str(a), "--group", "y",
                           str(b), "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
@@ -92,7 +92,7 @@ def test_outcome_and_comparison_cli(tmp_path: Path) -> None:
 def test_comparison_figure_draws_every_group_and_names_its_episodes(tmp_path: Path) -> None:
     """Five groups are five legend entries (a fifth was once dropped without a word), and
     the axis names the runs' own evaluation episodes."""
-    from calql_robot.analysis import comparison_figure, read_outcome
+    from calql_robot.analysis.outcomes import comparison_figure, read_outcome
     groups = {f"g{i}": [read_outcome(fake_run(tmp_path / f"r{i}", [(0, 0.0), (100, 0.1 * i), (300, 0.2)], 100, 200))]
               for i in range(5)}
     top = comparison_figure(groups).axes[0]

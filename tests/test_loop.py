@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.checkpoint import load_checkpoint
+from calql_robot.run.checkpoint import load_checkpoint
 from calql_robot.config import LearnerConfig, LoopConfig, RunConfig
 from calql_robot.experiment import run_experiment
-from calql_robot.learner import CalQLLearner, NonFiniteLossError
+from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError
 from calql_robot.loop import Trainer, TrainingStopped
-from calql_robot.runlog import read_metrics
+from calql_robot.run.runlog import read_metrics
 from calql_robot.domains.pickplace_state import ScriptedDataConfig, StateExperimentConfig, build_state_domain
 
 ROOT = Path(__file__).resolve().parents[1]

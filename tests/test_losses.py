@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from calql_robot.config import LearnerConfig
-from calql_robot.learner import CalQLLearner
+from calql_robot.agents.calql_learner import CalQLLearner
 
 OBS, ACT, B, N_CQL, K = 5, 3, 6, 3, 2
 
@@ -158,8 +158,8 @@ def reference_losses(learner: CalQLLearner, batch: dict, seed: int, bound: bool,
 
 
 def torch_losses(learner: CalQLLearner, batch: dict, seed: int) -> dict[str, float]:
-    from calql_robot.learner import batch_to_torch
-    from calql_robot.losses import compute_losses
+    from calql_robot.agents.calql_learner import batch_to_torch
+    from calql_robot.agents.calql import compute_losses
     torch.manual_seed(seed)
     losses, _ = compute_losses(batch_to_torch(batch, learner.device), learner.nets(),
                                learner.cfg, learner.settings())
@@ -209,8 +209,8 @@ def test_online_settings_switch_weight_and_bound() -> None:
 def test_bound_rate_counts_policy_values_below_return() -> None:
     learner = make_learner(small_cfg())
     batch = make_batch()
-    from calql_robot.learner import batch_to_torch
-    from calql_robot.losses import compute_losses
+    from calql_robot.agents.calql_learner import batch_to_torch
+    from calql_robot.agents.calql import compute_losses
     for value, expected in ((-1e6, 0.0), (1e6, 1.0)):
         b = batch_to_torch(dict(batch, mc_returns=np.full(B, value, np.float32)), learner.device)
         _, metrics = compute_losses(b, learner.nets(), learner.cfg, learner.settings())

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calql_robot.plots import (
+from calql_robot.run.plots import (
     PHASE_COLOURS,
     learning_curve_figure,
     plot_learning_curves,
     series,
     switch_step,
 )
-from calql_robot.runlog import METRICS_FILE, RunLogger, read_metrics
+from calql_robot.run.runlog import METRICS_FILE, RunLogger, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +95,7 @@ def test_empty_or_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_cli_writes_the_png(tmp_path: Path) -> None:
     metrics = _write_run(tmp_path / "run")
     out = tmp_path / "cli.png"
-    subprocess.run([sys.executable, "-m", "calql_robot.plots", str(metrics), str(out), "--keys", "eval/return"],
+    subprocess.run([sys.executable, "-m", "calql_robot.run.plots", str(metrics), str(out), "--keys", "eval/return"],
                    cwd=ROOT, check=True, capture_output=True, timeout=60)
     with Image.open(out) as img:
         assert img.size == (400, 280)

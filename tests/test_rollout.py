@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.checkpoint import save_run_checkpoint
+from calql_robot.run.checkpoint import save_run_checkpoint
 from calql_robot.config import to_dict
-from calql_robot.learner import CalQLLearner
+from calql_robot.agents.calql_learner import CalQLLearner
 from calql_robot.policy_io import from_dict, load_policy, read_run_config
 from calql_robot.domains.pickplace_state import StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.runlog import (
+from calql_robot.run.runlog import (
     CONFIG_FILE,
     METRICS_FILE,
     RunLogger,
@@ -141,7 +141,7 @@ def test_make_run_dir_is_unique_and_named(tmp_path: Path) -> None:
 
 def test_disabled_wandb_is_never_imported(tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from calql_robot.runlog import RunLogger\n"
+        "import sys; from pathlib import Path; from calql_robot.run.runlog import RunLogger\n"
         f"l = RunLogger(Path({str(tmp_path)!r}), {{}}); l.log({{'x': 1.0}}, 1, 'offline'); l.close()\n"
         "assert 'wandb' not in sys.modules, 'wandb imported'\n"
     )

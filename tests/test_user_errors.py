@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from calql_robot.checkpoint import load_checkpoint
+from calql_robot.run.checkpoint import load_checkpoint
 from calql_robot.errors import ConfigError, cli_main
-from calql_robot.runlog import read_metrics
+from calql_robot.run.runlog import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -173,7 +173,7 @@ def test_resume_with_an_unreadable_latest_offers_the_previous_one(finished: Path
 
 def test_half_written_checkpoints_are_never_taken_for_finished_ones(tmp_path: Path) -> None:
     """A kill inside torch.save leaves `.latest.pt.tmp-<pid>`: not a candidate, removed on resume."""
-    from calql_robot.checkpoint import remove_stale_temporaries, resume_state, save_run_checkpoint
+    from calql_robot.run.checkpoint import remove_stale_temporaries, resume_state, save_run_checkpoint
 
     save_run_checkpoint(tmp_path, {"learner": {"num_updates": 10}}, 10)
     stale = tmp_path / ".latest.pt.tmp-4242"
@@ -185,7 +185,7 @@ def test_half_written_checkpoints_are_never_taken_for_finished_ones(tmp_path: Pa
 
 
 def test_a_collection_killed_midway_leaves_no_dataset(tmp_path: Path) -> None:
-    from calql_robot.datasets import PickPlaceDataConfig, reusable_dataset
+    from calql_robot.domains.pickplace_data import PickPlaceDataConfig, reusable_dataset
 
     path = tmp_path / "data.hdf5"
     proc = subprocess.Popen([sys.executable, "collect_data.py", *DATA[:2], "--episodes-per-task", "50", *DATA[4:],
@@ -300,7 +300,7 @@ def test_cached_datasets_are_named_by_their_settings(cache_dir: Path) -> None:
 
 
 def test_a_named_dataset_is_never_replaced_without_force(cache_dir: Path, tmp_path: Path) -> None:
-    from calql_robot.datasets import PickPlaceDataConfig, _mismatch
+    from calql_robot.domains.pickplace_data import PickPlaceDataConfig, _mismatch
 
     path = tmp_path / "mine.hdf5"
     path.write_bytes(next((cache_dir / "datasets").glob("pickplace_16px_*.hdf5")).read_bytes())
@@ -424,9 +424,9 @@ def test_full_disk_writes_name_the_file_and_keep_the_old_one(small_fs) -> None:
     """torch.save hides ENOSPC behind 'unexpected pos'; ffmpeg exits quietly with a cut file."""
     import numpy as np
 
-    from calql_robot.checkpoint import save_checkpoint
+    from calql_robot.run.checkpoint import save_checkpoint
     from calql_robot.errors import NoSpaceError
-    from calql_robot.video import write_video
+    from calql_robot.run.video import write_video
 
     fs = small_fs("200k")
     path = fs / "latest.pt"

@@ -5,7 +5,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from calql_robot.video import VideoRecorder, annotate, caption, write_video
+from calql_robot.run.video import VideoRecorder, annotate, caption, write_video
 
 
 def _frames(n: int, h: int, w: int) -> np.ndarray:

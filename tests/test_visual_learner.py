@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from calql_robot.config import LEARNER_PRESETS, replace
-from calql_robot.learner import CalQLLearner, batch_to_torch
-from calql_robot.losses import compute_losses
+from calql_robot.agents.calql_learner import CalQLLearner, batch_to_torch
+from calql_robot.agents.calql import compute_losses
 from calql_robot.domains.pickplace_visual import EncoderConfig, VisualExperimentConfig, make_visual_modules
 from bench.visual import _space, filled_buffer
 

@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from calql_robot.checkpoint import load_checkpoint
+from calql_robot.run.checkpoint import load_checkpoint
 from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig, check_visual_config
 from tests.visual_tiny_run import HORIZON, OFFLINE_STEPS, ONLINE_STEPS, run_train, tiny_args, tiny_run
 
@@ -97,7 +97,7 @@ def test_presets_cli_and_held_out_check():
 
 
 def test_target_episodes_are_kept_only_for_the_held_out_task():
-    from calql_robot.datasets import PickPlaceDataConfig
+    from calql_robot.domains.pickplace_data import PickPlaceDataConfig
     from calql_robot.domains.pickplace_visual import excluded_tasks
 
     assert excluded_tasks(VisualExperimentConfig()) == [(0, 1)]  # zero-shot: never trained on

@@ -1,5 +1,5 @@
 """Agents: one module per method, one interface (`update`, `act`, `set_online`, `settings`,
-`state_dict`, `load_state_dict`). Cal-QL and CQL are `calql_robot.learner.CalQLLearner`
+`state_dict`, `load_state_dict`). Cal-QL and CQL are `calql_robot.agents.calql_learner.CalQLLearner`
 (CQL is Cal-QL with `calql_bound=False`); behaviour cloning is `agents.bc`."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from torch import nn
 
 from calql_robot.agents.bc import BCConfig, BCLearner
 from calql_robot.config import LearnerConfig
-from calql_robot.learner import CalQLLearner
+from calql_robot.agents.calql_learner import CalQLLearner
 
 Algo = Literal["calql", "bc"]
 ALGOS: tuple[str, ...] = ("calql", "bc")

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from calql_robot.config import LearnerConfig
 from calql_robot.errors import ConfigError
-from calql_robot.learner import NonFiniteLossError, UpdateSettings, batch_to_torch, obs_to_tensor
+from calql_robot.agents.calql_learner import NonFiniteLossError, UpdateSettings, batch_to_torch, obs_to_tensor
 
 
 @dataclass

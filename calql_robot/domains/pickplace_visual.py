@@ -4,13 +4,13 @@ episodes of it, PTR's "handful of trials").
 
 Observations are `{"image": uint8 (H,W,3), "state": proprio, "task": one-hot target ++
 one-hot distractor}` (ARCHITECTURE.md). Offline data: scripted episodes of every
-(target, distractor) task except the held-out one (`calql_robot.datasets`, SIM.md); online
+(target, distractor) task except the held-out one (`calql_robot.domains.pickplace_data`, SIM.md); online
 fine-tuning and every evaluation run on the held-out task (0, 1), as PTR / Cal-QL's
 visual manipulation experiment fine-tunes on a task absent from the pre-training data.
 Reward: +1 on success, raw failure reward 0 (SPEC section 4, visual column).
 
 One image encoder is shared by critic and actor (`encoders.ImageStateEncoder`, the rule of
-which loss trains it lives in `calql_robot/learner.py`); DrQ random shift (pad 4) augments
+which loss trains it lives in `calql_robot/agents/calql_learner.py`); DrQ random shift (pad 4) augments
 obs and next obs. Presets live in `PRESETS`, the one place both `train_visual.py` and the
 tests read them from.
 """
@@ -29,7 +29,7 @@ import numpy as np
 from calql_robot.agents import Algo
 from calql_robot.agents.bc import BCConfig
 from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
-from calql_robot.datasets import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
+from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
                                   reusable_dataset)
 from calql_robot.errors import ConfigError, DatasetError
 from calql_robot.experiment import Domain, obs_spec_of
@@ -173,7 +173,7 @@ def make_visual_modules(cfg: VisualExperimentConfig, observation_space: gym.Spac
 def check_visual_config(cfg: VisualExperimentConfig) -> None:
     """Refuse a fine-tuning task that is in the pre-training data (it would not be held out),
     bad --data.* / --encoder.* values, and an existing --data.output collected otherwise."""
-    from calql_robot.datasets import pretraining_tasks
+    from calql_robot.domains.pickplace_data import pretraining_tasks
 
     check_data_config(cfg.data, "--data.")
     task = cfg.resolved_task()

@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from calql_robot.atomic import atomic_write
+from calql_robot.run.atomic import atomic_write
 from calql_robot.errors import is_no_space, no_space
 
 CONFIG_FILE = "config.json"
@@ -63,7 +63,7 @@ _STR_TO_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.i
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (calql_robot/atomic.py): a crash mid-write must
+    """Write `text` to `path` atomically (calql_robot/run/atomic.py): a crash mid-write must
     leave either the old file or the new one, never half a file."""
     atomic_write(path, lambda f: f.write(text))
 

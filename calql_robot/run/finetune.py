@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calql_robot.checkpoint import SWITCH_NAME, check_keys, checkpoint_candidates, load_checkpoint
+from calql_robot.run.checkpoint import SWITCH_NAME, check_keys, checkpoint_candidates, load_checkpoint
 from calql_robot.config import RunConfig
 from calql_robot.errors import ConfigError
-from calql_robot.runlog import CONFIG_FILE, METRICS_FILE, read_metrics
+from calql_robot.run.runlog import CONFIG_FILE, METRICS_FILE, read_metrics
 
 FLAG = "--run.finetune-from"
 

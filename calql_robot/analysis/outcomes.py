@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from calql_robot.runlog import read_metrics
+from calql_robot.run.runlog import read_metrics
 
 
 @dataclass
@@ -72,7 +72,7 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
     import numpy as np
     from matplotlib.figure import Figure
 
-    from calql_robot.plots import series
+    from calql_robot.run.plots import series
 
     fig = Figure(figsize=(8.0, 6.0), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True)
@@ -113,7 +113,7 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m calql_robot.analysis --group NAME RUN... [--group NAME RUN...] --out FILE.png`:
+    """`python -m calql_robot.analysis.outcomes --group NAME RUN... [--group NAME RUN...] --out FILE.png`:
     print each run's outcome (one JSON line per run) and draw the comparison figure."""
     import argparse
     import os

@@ -24,7 +24,7 @@ import imageio.v2 as imageio_v2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from calql_robot.diskspace import VIDEO_BYTES, free_bytes
+from calql_robot.run.diskspace import VIDEO_BYTES, free_bytes
 from calql_robot.errors import NoSpaceError, is_no_space, no_space
 
 FULL_DISK_BYTES = 4096

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from calql_robot.diskspace import require_free_space
+from calql_robot.run.diskspace import require_free_space
 from calql_robot.errors import ConfigError, DatasetError, is_no_space, no_space
 from data.episodes_hdf5 import DatasetFormatError, validate, write_episodes
 

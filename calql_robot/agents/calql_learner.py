@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot import gripper
+from calql_robot.agents import gripper
 from calql_robot.config import LearnerConfig
-from calql_robot.losses import Nets, UpdateSettings, compute_losses
+from calql_robot.agents.calql import Nets, UpdateSettings, compute_losses
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
 Obs = torch.Tensor | dict[str, torch.Tensor]

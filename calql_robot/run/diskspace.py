@@ -8,7 +8,7 @@ four times (latest.pt, previous.pt, switch.pt and the temporary file of the next
 which all exist at the moment of a rename) and every evaluation video at a generous size.
 
 Writes that still fail for lack of space (another process filled the disk) are reported
-by `calql_robot.atomic` and `calql_robot.runlog` as "no space left on device writing PATH".
+by `calql_robot.run.atomic` and `calql_robot.run.runlog` as "no space left on device writing PATH".
 """
 
 from __future__ import annotations

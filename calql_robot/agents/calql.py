@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from calql_robot import gripper
+from calql_robot.agents import gripper
 from calql_robot.config import LearnerConfig
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
@@ -156,7 +156,7 @@ def clipped_alpha_prime(log_alpha_prime: torch.Tensor) -> torch.Tensor:
 class Nets:
     """Everything the losses read. `encoder` maps observations to features (Identity for
     state observations); the target critic reads next-state features of the online encoder
-    under no_grad (DrQ-v2's rule; see `calql_robot/learner.py`)."""
+    under no_grad (DrQ-v2's rule; see `calql_robot/agents/calql_learner.py`)."""
 
     encoder: nn.Module
     actor: TanhGaussianActor
@@ -185,7 +185,7 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     alone: bc_encoder_weight * mean((tanh(mu(enc(s))) - a)^2) with the actor's parameters fixed).
 
     With `cfg.discrete_gripper` the last action dim is the critic-chosen binary gripper
-    (`calql_robot/gripper.py`); every policy action below is then (a_arm, g*) with
+    (`calql_robot/agents/gripper.py`); every policy action below is then (a_arm, g*) with
     g* = argmax_g min_i Q_i(s, a_arm, g):
     - policy loss: `mean(alpha * log pi(a_arm) - max_g min_i Q_i(s, a_arm, g))`;
     - backup: `max_k max_g min_i Q_targ_i(s', a_arm_k, g)`;

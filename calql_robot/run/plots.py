@@ -1,4 +1,4 @@
-"""Learning curves from a run's metrics.jsonl (written by `calql_robot.runlog`).
+"""Learning curves from a run's metrics.jsonl (written by `calql_robot.run.runlog`).
 
 One subplot per metric, x = gradient/env step as logged, offline rows and online rows
 in different colours, and a vertical dashed line at the offline->online switch (the
@@ -11,7 +11,7 @@ training loop (or a test) cannot open windows or leak figures.
 
 Usage from the shell::
 
-    python -m calql_robot.plots runs/<run>/metrics.jsonl runs/<run>/curves.png
+    python -m calql_robot.run.plots runs/<run>/metrics.jsonl runs/<run>/curves.png
 """
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from calql_robot.runlog import read_metrics
+from calql_robot.run.runlog import read_metrics
 
 # Evaluation first (SPEC section 3 reports success rate, return, kitchen score, regret),
 # then the losses and Cal-QL diagnostics (SPEC section 1: the "bound rate"). The train/
-# names are the learner's `update()` metric names (calql_robot/losses.py) under "train/".
+# names are the learner's `update()` metric names (calql_robot/agents/calql.py) under "train/".
 DEFAULT_KEYS = (
     "eval/success_rate",
     "eval/return",
@@ -192,7 +192,7 @@ def _save(fig: Figure, out_path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """CLI: `python -m calql_robot.plots METRICS.jsonl OUT.png [--keys k1 k2 ...]`."""
+    """CLI: `python -m calql_robot.run.plots METRICS.jsonl OUT.png [--keys k1 k2 ...]`."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("metrics", type=Path)
     parser.add_argument("out", type=Path)

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calql_robot.atomic import atomic_write
+from calql_robot.run.atomic import atomic_write
 from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space  # noqa: F401 - re-exported
 
 LATEST_NAME = "latest.pt"

@@ -14,7 +14,7 @@ gripper values and the policy takes the better one:
 The actor outputs the arm dims only; its log-density is that of a_arm (the gripper part is
 deterministic: mass 1 on g*). Every place that uses a policy action takes g* (policy loss,
 max backup, evaluation, online collection); the CQL regulariser sums over both gripper
-values exactly (see `calql_robot.losses.compute_losses`). Gripper values are -1 (close) and
+values exactly (see `calql_robot.agents.calql.compute_losses`). Gripper values are -1 (close) and
 +1 (open), the env's binary commands (`sim.robot.binary_gripper_command`).
 """
 
