@@ -26,8 +26,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from calql_robot.config import LEARNER_PRESETS  # noqa: E402
-from calql_robot.agents.calql_learner import CalQLLearner, batch_to_torch  # noqa: E402
+from calql_robot.agents.base import AgentSpec, batch_to_torch  # noqa: E402
+from calql_robot.agents.calql import PRESETS  # noqa: E402
+from calql_robot.agents.calql_learner import CalQLLearner  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
 
 GFLOP_PER_UPDATE = 23.7
@@ -102,7 +103,7 @@ def interleaved_rounds(learner: CalQLLearner, batches: list[dict], updates: int,
 
 def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) -> None:
     """Where an update's time goes, op by op and input shape (profiler overhead included)."""
-    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+    from torch.profiler import ProfilerActivity, profile  # lazy: only with --profile
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for i in range(updates):
             learner.update(batches[i % len(batches)])
@@ -131,7 +132,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    learner = CalQLLearner(LEARNER_PRESETS["antmaze"], OBS_DIM, ACTION_DIM, device=device)
+    learner = CalQLLearner(PRESETS["antmaze"](), AgentSpec(OBS_DIM, ACTION_DIM, device=device))
     batches = [batch_to_torch(random_batch(rng), device) for _ in range(8)]
     rounds = interleaved_rounds(learner, batches, args.updates, args.rounds, device, args.matmul_seconds)
     if args.profile:

@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from calql_robot.agents.base import AgentSpec  # noqa: E402
 from calql_robot.agents.calql_learner import CalQLLearner  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
 from calql_robot.domains.pickplace_visual import PRESETS, make_visual_modules  # noqa: E402
@@ -59,7 +60,7 @@ def updates_per_s(cfg, buf: EpisodeReplayBuffer, batch_size: int, seconds: float
     """Median rate over ~1 s windows; batches are pre-sampled so only the update is timed."""
     px = buf.obs_spec["image"][0][0]
     encoder, augment, feature_dim = make_visual_modules(cfg, _space(px))
-    learner = CalQLLearner(cfg.learner, feature_dim, ACTION_DIM, encoder, augment, "cpu")
+    learner = CalQLLearner(cfg.learner, AgentSpec(feature_dim, ACTION_DIM, cfg.reward.discount, encoder, augment, "cpu"))
     batches = [buf.sample(batch_size, rng) for _ in range(4)]
     for b in batches[:2]:
         learner.update(b)

@@ -1,144 +1,37 @@
-"""Typed configuration: the learner's hyper-parameters, the training loop's, and presets.
+"""Typed configuration shared by every agent and domain: rewards and discount, the loop's
+schedule, the run's place and seed; and the one JSON form of a config (`to_dict` /
+`from_dict`).
 
-Defaults are the official Cal-QL values (`../shared/SPEC.md` sections 1 and 3; JaxCQL
-`ConservativeSAC.get_default_config` with the Cal-QL scripts' overrides). Each field's
-docstring is what `--help` prints (tyro reads them).
+Each agent's own hyper-parameters live beside its losses (`calql_robot/agents/calql.py`'s
+`CalQLConfig`, `agents/bc.py`'s `BCConfig`), with their per-domain presets. Defaults are
+the official Cal-QL values (`../shared/SPEC.md` sections 1 and 3). Each field's docstring
+is what `--help` prints (tyro reads them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from calql_robot.errors import ConfigError
 
 
-@dataclass
-class LearnerConfig:
-    """Hyper-parameters of the Cal-QL update (SPEC section 1)."""
-
-    discount: float = 0.99
-    """Discount gamma of the TD backup and of the Monte-Carlo returns."""
-    tau: float = 5e-3
-    """Polyak rate of the target critics, applied after every update."""
-    actor_lr: float = 1e-4
-    """Adam learning rate of the actor and of the temperature log_alpha."""
-    critic_lr: float = 3e-4
-    """Adam learning rate of the critics, the shared encoder and log_alpha'."""
-    actor_hidden: tuple[int, ...] = (256, 256)
-    """Hidden widths of the actor MLP."""
-    critic_hidden: tuple[int, ...] = (256, 256, 256, 256)
-    """Hidden widths of each critic MLP."""
-    num_critics: int = 2
-    """Number of critics in the ensemble (the min over them is used)."""
-    orthogonal_init: bool = True
-    """Orthogonal init (hidden gain sqrt(2), output gain 1e-2, zero bias), as JaxCQL."""
-    log_std_multiplier: float = 1.0
-    """Initial value of the learnable multiplier m in log_std = m*log_std + b."""
-    log_std_offset: float = -1.0
-    """Initial value of the learnable offset b in log_std = m*log_std + b."""
-    auto_alpha: bool = True
-    """Tune the SAC temperature towards target_entropy; otherwise use fixed_alpha."""
-    fixed_alpha: float = 1.0
-    """Temperature used when auto_alpha is off."""
-    target_entropy: float | None = None
-    """Entropy target of the temperature loss; None means -action_dim."""
-    cql_n_actions: int = 10
-    """n: actions per set (random, pi(s), pi(s')) in the CQL regulariser."""
-    max_target_backup: bool = True
-    """Back up max over backup_k sampled next actions of min-critic (official default)."""
-    backup_k: int = 10
-    """k: next actions sampled for the max target backup (visual domain: 4)."""
-    importance_sample: bool = True
-    """Correct the logsumexp sets by their sampling densities (data Q excluded)."""
-    cql_temp: float = 1.0
-    """Temperature T of the logsumexp."""
-    cql_weight: float = 5.0
-    """CQL weight w during offline pre-training."""
-    cql_weight_online: float | None = None
-    """CQL weight w during online fine-tuning; None keeps cql_weight."""
-    lagrange: bool = False
-    """Tune alpha' by dual ascent towards target_action_gap (AntMaze)."""
-    target_action_gap: float = 0.8
-    """Gap the Lagrange version holds the CQL difference to."""
-    cql_clip_min: float = -math.inf
-    """Per-sample lower clip of the CQL difference (CORL's antmaze configs: -200)."""
-    cql_clip_max: float = math.inf
-    """Per-sample upper clip of the CQL difference."""
-    calql_bound: bool = True
-    """Bound policy-action Q-values below by the MC return (Cal-QL); False is exactly CQL."""
-    calibrate_online: bool = True
-    """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
-    action_clip: float = 0.99999
-    """Dataset actions are clipped to +-action_clip so their log-probs stay finite."""
-    discrete_gripper: bool = False
-    """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
-    critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
-    (calql_robot/agents/gripper.py). For pick-and-place, whose gripper is binary in the env."""
-    bc_weight: float = 0.0
-    """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
-    MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
-    bc_weight_online: float | None = None
-    """The TD3+BC actor term's weight after the switch; None keeps bc_weight. With
-    bc_offline_only it anchors the fine-tuning actor to the offline data's actions."""
-    bc_encoder_weight: float = 0.0
-    """Weight of an auxiliary behaviour-cloning loss on the shared image encoder (not Cal-QL;
-    0 disables): the encoder is trained by critic loss + bc_encoder_weight *
-    MSE(tanh(mu(enc(s))), a), with the actor's parameters held fixed in this term (the actor
-    keeps its own bc_weight on detached features, DrQ-v2). Why so large a weight can be
-    needed: on the visual preset the critic loss's gradient on the encoder measured ~360x
-    that of the BC MSE at weight 10 (RESULTS.md, session 5), so at weight ~2.5 the features
-    are the critic's alone. No effect without an encoder (states) beyond the extra pass."""
-    bc_offline_only: bool = False
-    """With bc_weight or bc_encoder_weight > 0: the BC terms cover only the offline rows of a
-    mixed online batch. Online rows hold the policy's own exploratory actions, so imitating
-    them pulls the policy toward its own noise; the Q term and the critic still see every row."""
-    freeze_encoder_online: bool = False
-    """Keep the pre-trained image encoder fixed during fine-tuning (not Cal-QL; the critic
-    and actor heads still train). Why: on the visual preset, the critic's TD updates on the
-    held-out task's online transitions moved the shared features by 30% in 1K env steps and
-    the pre-trained arm degraded with them (RESULTS.md, session 6). No effect on states."""
-    q_init_mc: bool = False
-    """Start the critics (and their target) at the offline data's mean MC return instead of
-    0 (their output biases). Not part of Cal-QL's update. Measured on the visual preset: Q
-    went back from -163 to ~-45, the level a run from 0 reaches, within 4K updates, with a
-    larger early Bellman loss and no gain in success (RESULTS.md, session 4)."""
-
-    def resolved_target_entropy(self, action_dim: int) -> float:
-        return -float(action_dim) if self.target_entropy is None else self.target_entropy
-
-    def validate(self) -> None:
-        """Raise ConfigError naming the flag (`--learner.discount`) when a value cannot work."""
-        positive = {"discount": self.discount, "tau": self.tau, "actor_lr": self.actor_lr,
-                    "critic_lr": self.critic_lr, "cql_temp": self.cql_temp}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{_flag(name)} must be > 0, got {value!r}")
-        if not self.discount < 1:
-            raise ConfigError(f"{_flag('discount')} must be < 1, got {self.discount!r}",
-                              "the Monte-Carlo returns of the Cal-QL bound need gamma < 1")
-        for name in ("cql_n_actions", "backup_k", "num_critics"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{_flag(name)} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("bc_weight", "bc_encoder_weight", "bc_weight_online"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ConfigError(f"{_flag(name)} must be >= 0, got {getattr(self, name)!r}")
-        if self.cql_clip_min > self.cql_clip_max:
-            raise ConfigError(f"{_flag('cql_clip_min')} {self.cql_clip_min} > {_flag('cql_clip_max')} "
-                              f"{self.cql_clip_max}")
-
-
-def _flag(field_name: str, group: str = "learner") -> str:
+def flag(field_name: str, group: str) -> str:
     """A config field as the user types it on the command line (tyro's spelling)."""
     return f"--{group}.{field_name.replace('_', '-')}"
 
 
 @dataclass
 class RewardConfig:
-    """One reward transform for offline data, online data, returns and logs (SPEC 7)."""
+    """One reward transform and one discount for offline data, online data, the Monte-Carlo
+    returns, every agent's backup and the logs (SPEC section 7)."""
 
+    discount: float = 0.99
+    """Discount gamma of the TD backup and of the Monte-Carlo returns."""
     scale: float = 1.0
     """r' = scale * r + bias."""
     bias: float = 0.0
@@ -146,6 +39,12 @@ class RewardConfig:
     failure_reward: float | None = None
     """Raw reward of failure for sparse tasks (a trajectory of only this reward gets
     G = r_neg'/(1-gamma)); None disables the rule."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag when the discount cannot give MC returns."""
+        if not 0 < self.discount < 1:
+            raise ConfigError(f"{flag('discount', 'reward')} must be in (0, 1), got {self.discount!r}",
+                              "the Monte-Carlo returns of the Cal-QL bound need 0 < gamma < 1")
 
 
 @dataclass
@@ -207,6 +106,19 @@ class RunConfig:
     """Show tqdm progress bars."""
 
 
+class ExperimentConfig(Protocol):
+    """What every entry point's config holds (`domains/catalog.py` lists the classes): the
+    domain it describes, the agent it trains (`--algo`, a key of `agents/catalog.AGENTS`),
+    and the settings the loop and the run directory read. Each agent's own config is a
+    field of it too (`learner` for Cal-QL, `bc` for behaviour cloning)."""
+
+    domain: str
+    algo: str
+    loop: LoopConfig
+    reward: RewardConfig
+    run: RunConfig
+
+
 def replace(cfg, **changes):
     """dataclasses.replace for nested presets."""
     return dataclasses.replace(cfg, **changes)
@@ -225,12 +137,42 @@ def to_dict(cfg) -> dict:
     return clean(dataclasses.asdict(cfg))
 
 
-# Per-domain learner presets (SPEC section 4). One place, read by every entry point.
-LEARNER_PRESETS: dict[str, LearnerConfig] = {
-    "antmaze": LearnerConfig(critic_hidden=(256, 256, 256, 256), actor_hidden=(256, 256),
-                             cql_weight=5.0, lagrange=True, target_action_gap=0.8,
-                             cql_clip_min=-200.0),
-    "kitchen": LearnerConfig(cql_weight=5.0),
-    "adroit": LearnerConfig(actor_hidden=(512, 512), critic_hidden=(512, 512, 512), cql_weight=1.0),
-    "visual": LearnerConfig(cql_weight=5.0, cql_weight_online=0.5, backup_k=4),
-}
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Rebuild a (nested) config dataclass from its `to_dict` JSON form.
+
+    Inverts `to_dict`: lists back to tuples, "inf"/"-inf" strings back to floats. Unknown
+    keys are an error naming them (a config from other code); missing keys keep the
+    dataclass default (a field added after the run was made).
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} for {cls.__name__}")
+    kwargs = {name: _convert(hints[name], data[name], f"{where}.{name}") for name in names if name in data}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where) if len(inner) == 1 else value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if tp is float and isinstance(value, str):
+        parsed = float(value)
+        if not math.isinf(parsed) and not math.isnan(parsed):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return parsed
+    return value

@@ -25,13 +25,13 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
-                                    resume_state, save_run_checkpoint)
+from calql_robot.agents.base import Agent, NonFiniteLossError
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError
-from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError
-from calql_robot.run.plots import plot_calibration, plot_learning_curves
 from calql_robot.rollouts import EvalResult, evaluate, run_episode
+from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
+                                        resume_state, save_run_checkpoint)
+from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plot_learning_curves
 from calql_robot.run.runlog import RunLogger
 from calql_robot.run.video import VideoRecorder
 from data.mixing import sample_mixed
@@ -77,11 +77,12 @@ class Counters:
 
 
 def insert_episode(buffer: EpisodeReplayBuffer, episode: dict[str, Any], reward: RewardConfig,
-                   discount: float, with_returns: bool) -> None:
-    """Store an online episode with its MC return (official), or with G=0 (CORL's choice
-    when the bound is switched off online); the same reward transform as offline data."""
+                   with_returns: bool) -> None:
+    """Store an online episode with its MC return (official Cal-QL), or with G=0 when the
+    agent reads none (CORL's choice when the bound is switched off online); the same reward
+    transform and discount as offline data."""
     if with_returns:
-        buffer.add_episodes([episode], discount, reward.failure_reward, reward.scale, reward.bias)
+        buffer.add_episodes([episode], reward.discount, reward.failure_reward, reward.scale, reward.bias)
         return
     rewards = transform_rewards(episode["rewards"], reward.scale, reward.bias)
     buffer.add_episode(episode["observations"], episode["actions"], rewards, episode["terminals"],
@@ -89,9 +90,10 @@ def insert_episode(buffer: EpisodeReplayBuffer, episode: dict[str, Any], reward:
 
 
 class Trainer:
-    """Runs one Cal-QL experiment end to end into `logger.run_dir`."""
+    """Runs one offline-to-online experiment end to end into `logger.run_dir`, for any
+    agent of the contract (`agents/base.Agent`): it asks the agent, never its class."""
 
-    def __init__(self, learner: CalQLLearner, offline: EpisodeReplayBuffer,
+    def __init__(self, learner: Agent, offline: EpisodeReplayBuffer,
                  online: EpisodeReplayBuffer, make_env: Callable[[], gym.Env], loop: LoopConfig,
                  reward: RewardConfig, logger: RunLogger, seed: int, progress: bool = True,
                  videos: bool = False) -> None:
@@ -113,7 +115,6 @@ class Trainer:
         return self.loop.offline_steps + c.env_steps if self.learner.online else c.offline_updates
 
     def _update(self, batch: dict[str, Any]) -> None:
-        # a mixed batch keeps its `n_offline` (the learner's --learner.bc-offline-only reads it)
         try:
             metrics = self.learner.update(batch)
         except NonFiniteLossError as err:
@@ -248,8 +249,7 @@ class Trainer:
         c, loop = self.counters, self.loop
         policy = lambda obs: self.learner.act(obs, deterministic=False)  # noqa: E731
         episode = run_episode(self.env, policy, seed=EPISODE_SEED_STRIDE * self.seed + c.episodes)
-        calibrate = self.learner.settings().bound
-        insert_episode(self.online, episode, self.reward, self.learner.cfg.discount, calibrate)
+        insert_episode(self.online, episode, self.reward, self.learner.needs_returns)
         c.episodes += 1
         c.env_steps += episode["length"]
         c.successes.append(bool(episode["success"]))
@@ -272,7 +272,7 @@ class Trainer:
     def _plot(self) -> None:
         run_dir = Path(self.logger.run_dir)
         plot_learning_curves(self.logger.metrics_path, run_dir / "learning_curves.png")
-        if isinstance(self.learner, CalQLLearner):  # BC has no critic to calibrate
+        if has_calibration_metrics(self.logger.metrics_path):  # agents whose metrics hold Q and G
             plot_calibration(self.logger.metrics_path, run_dir / "calibration.png")
 
     def close(self) -> None:

@@ -104,10 +104,6 @@ class EpisodeReplayBuffer:
         """Number of stored transitions."""
         return self._size
 
-    def mean_mc_return(self) -> float:
-        """Mean MC return G over the stored transitions (0 when empty)."""
-        return float(self._mc_returns[:self._size].mean()) if self._size else 0.0
-
     @property
     def num_episodes(self) -> int:
         """Number of stored episodes (trajectories, after splitting flat data at its ends)."""

@@ -6,10 +6,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from calql_robot.agents import make_learner
+from calql_robot.agents.base import AgentSpec
 from calql_robot.agents.bc import BCConfig, BCLearner
-from calql_robot.config import LearnerConfig
+from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.calql_learner import CalQLLearner
+from calql_robot.agents.catalog import build_agent
+from calql_robot.domains.pickplace_state import StateExperimentConfig
+
+
+def make_learner(algo: str, bc: BCConfig):
+    """An agent of `--algo` built as the entry points build it (the catalog, a config)."""
+    return build_agent(StateExperimentConfig(algo=algo, bc=bc, learner=CalQLConfig()), AgentSpec(5, 3))
 
 
 def batch(rng: np.random.Generator, n: int = 64) -> dict[str, np.ndarray]:
@@ -19,7 +26,7 @@ def batch(rng: np.random.Generator, n: int = 64) -> dict[str, np.ndarray]:
 
 def test_bc_loss_matches_numpy_and_learns_a_map() -> None:
     torch.manual_seed(0)
-    learner = BCLearner(BCConfig(hidden=(32,), lr=3e-3), LearnerConfig(), 5, 3)
+    learner = BCLearner(BCConfig(hidden=(32,), lr=3e-3), AgentSpec(5, 3))
     rng = np.random.default_rng(0)
     b = batch(rng)
     layers = [m for m in learner.policy.net if isinstance(m, torch.nn.Linear)]
@@ -36,20 +43,20 @@ def test_bc_loss_matches_numpy_and_learns_a_map() -> None:
 
 def test_bc_state_round_trip_and_act() -> None:
     torch.manual_seed(1)
-    a = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,)), 5, 3)
+    a = make_learner("bc", BCConfig(hidden=(16,)))
     a.update(batch(np.random.default_rng(2)))
-    b = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,)), 5, 3)
+    b = make_learner("bc", BCConfig(hidden=(16,)))
     b.load_state_dict(a.state_dict())
     obs = np.random.default_rng(3).normal(size=(4, 5)).astype(np.float32)
     np.testing.assert_array_equal(a.act(obs, True), b.act(obs, False))
     assert a.act(obs[0], True).shape == (3,) and np.all(np.abs(a.act(obs, True)) <= 1)
-    assert isinstance(make_learner("calql", LearnerConfig(), BCConfig(), 5, 3), CalQLLearner)
+    assert isinstance(make_learner("calql", BCConfig()), CalQLLearner)
 
 
 def test_bc_resumed_with_another_lr_trains_at_it() -> None:
-    a = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,), lr=1e-3), 5, 3)
+    a = make_learner("bc", BCConfig(hidden=(16,), lr=1e-3))
     a.update(batch(np.random.default_rng(2)))
-    b = make_learner("bc", LearnerConfig(), BCConfig(hidden=(16,), lr=1e-5), 5, 3)
+    b = make_learner("bc", BCConfig(hidden=(16,), lr=1e-5))
     b.load_state_dict(a.state_dict())
     assert [g["lr"] for g in b.optimizer.param_groups] == [1e-5]
 

@@ -74,7 +74,7 @@ def reference(learner, batch: dict, seed: int, weight: float, bc_weight: float =
 
     v = np.max([np.maximum(np_min_q(targets, s2, arm, -1.0), np_min_q(targets, s2, arm, 1.0))
                 for arm in (np_arm_policy(learner, s2, noise["backup"][j])[0] for j in range(k))], axis=0)
-    y = r + (1 - d) * cfg.discount * v
+    y = r + (1 - d) * learner.discount * v
 
     rand = noise["rand"].copy()
     rand[..., -1] = np.where(rand[..., -1] >= 0, 1.0, -1.0)

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from calql_robot.config import LearnerConfig
-from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError, batch_to_torch
-from calql_robot.agents.calql import compute_losses
-from tests.test_losses import ACT, B, OBS, make_batch, small_cfg
+from calql_robot.agents.base import AgentSpec, NonFiniteLossError, batch_to_torch
+from calql_robot.agents.calql import CalQLConfig, compute_losses
+from calql_robot.agents.calql_learner import CalQLLearner
+from calql_robot.config import RewardConfig
+from tests.test_losses import ACT, B, DISCOUNT, OBS, make_batch, small_cfg
 
 FEAT = 4
 
@@ -20,7 +21,7 @@ FEAT = 4
 def learner_with_encoder(**kw) -> CalQLLearner:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Linear(OBS, FEAT), nn.Tanh())
-    return CalQLLearner(small_cfg(lagrange=True, **kw), FEAT, ACT, encoder=encoder)
+    return CalQLLearner(small_cfg(lagrange=True, **kw), AgentSpec(FEAT, ACT, DISCOUNT, encoder=encoder))
 
 
 def param_groups(learner: CalQLLearner) -> dict[str, list[torch.Tensor]]:
@@ -104,30 +105,6 @@ def test_update_equals_separate_per_loss_steps() -> None:
     torch.testing.assert_close(fused.log_alpha_prime, ref.log_alpha_prime)
 
 
-def test_bc_weight_online_applies_after_the_switch_only() -> None:
-    """--learner.bc-weight-online: the actor's BC weight of the online phase; the actor loss
-    with it equals the loss of a config whose bc_weight is that value."""
-    learner = learner_with_encoder(bc_weight=2.5, bc_weight_online=25.0)
-    assert learner.settings().bc_weight == 2.5
-    learner.set_online(True)
-    assert learner.settings().bc_weight == 25.0
-    same = learner_with_encoder(bc_weight=25.0)
-    same.set_online(True)
-    batch = batch_to_torch(make_batch(0), learner.device)
-    torch.manual_seed(5)
-    got, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings(), learner.augment)
-    torch.manual_seed(5)
-    want, _ = compute_losses(batch, same.nets(), same.cfg, same.settings(), same.augment)
-    torch.testing.assert_close(got["actor"], want["actor"])
-    base = learner_with_encoder(bc_weight=2.5)
-    base.set_online(True)
-    torch.manual_seed(5)
-    other, _ = compute_losses(batch, base.nets(), base.cfg, base.settings(), base.augment)
-    assert not torch.allclose(other["actor"], got["actor"])
-    with pytest.raises(ValueError, match="--learner.bc-weight-online"):
-        learner_with_encoder(bc_weight_online=-1.0)
-
-
 def test_loaded_state_takes_the_configs_learning_rates() -> None:
     """Adam's state dict carries the lr it was saved with; a run resumed with another
     --learner.actor-lr / --learner.critic-lr must train at the new one, not silently the old."""
@@ -199,48 +176,25 @@ def test_non_finite_loss_stops_before_any_parameter_changes() -> None:
         assert torch.equal(old, new)
 
 
-@pytest.mark.parametrize("field,value", [("discount", 1.5), ("tau", 0.0), ("cql_n_actions", 0)])
+@pytest.mark.parametrize("field,value", [("tau", 0.0), ("cql_n_actions", 0)])
 def test_bad_config_is_rejected_by_name(field: str, value) -> None:
     with pytest.raises(ValueError, match=f"--learner.{field.replace('_', '-')}"):  # the flag as typed
-        CalQLLearner(LearnerConfig(**{field: value}), OBS, ACT)
+        CalQLLearner(CalQLConfig(**{field: value}), AgentSpec(OBS, ACT))
+
+
+def test_bad_discount_is_rejected_by_name() -> None:
+    with pytest.raises(ValueError, match="--reward.discount"):
+        RewardConfig(discount=1.5).validate()
 
 
 def test_act_shapes_and_bounds() -> None:
-    learner = CalQLLearner(small_cfg(), OBS, ACT)
+    learner = CalQLLearner(small_cfg(), AgentSpec(OBS, ACT, DISCOUNT))
     obs = make_batch()["observations"]
     single = learner.act(obs[0], deterministic=True)
     many = learner.act(obs, deterministic=False)
     assert single.shape == (ACT,) and many.shape == (B, ACT)
     assert np.all(np.abs(many) <= 1.0)
     np.testing.assert_allclose(learner.act(obs[0], True), single)
-
-
-def test_set_q_level_starts_critic_and_target_at_the_value() -> None:
-    """`q_init_mc`: every critic's output bias (and the target's) becomes the value, so
-    Q(s, a) starts within the small output-layer term of it; nothing else moves."""
-    learner = CalQLLearner(small_cfg(), OBS, ACT)
-    before = {n: p.detach().clone() for n, p in learner.critic.named_parameters()}
-    learner.set_q_level(-198.5)
-    batch = batch_to_torch(make_batch(), learner.device)
-    with torch.no_grad():
-        q = learner.critic(batch["observations"], batch["actions"][None])
-        q_target = learner.target_critic(batch["observations"], batch["actions"][None])
-    assert torch.equal(q, q_target)
-    assert (q + 198.5).abs().max() < 0.5
-    changed = [n for n, p in learner.critic.named_parameters() if not torch.equal(p, before[n])]
-    assert changed == [f"biases.{len(learner.critic.biases) - 1}"]
-
-
-def test_mean_mc_return_worked_by_hand() -> None:
-    from data.replay import EpisodeReplayBuffer
-
-    buf = EpisodeReplayBuffer(((2,), np.float32), 1, capacity=8)
-    assert buf.mean_mc_return() == 0.0
-    # one success in 2 steps (r = 0, 1; terminal), gamma 0.5: G = (0 + 0.5 * 1, 1) = (0.5, 1)
-    buf.add_episodes([{"observations": np.zeros((3, 2), np.float32), "actions": np.zeros((2, 1), np.float32),
-                       "rewards": np.array([0.0, 1.0], np.float32), "terminals": np.array([False, True]),
-                       "timeouts": np.array([False, False])}], 0.5, 0.0, 1.0, 0.0)
-    assert buf.mean_mc_return() == 0.75
 
 
 ENCODER_BC_OWNERS = {**OWNERS, "encoder_bc": {"encoder"}}
@@ -258,26 +212,6 @@ def test_encoder_bc_reaches_only_the_encoder(loss_name: str) -> None:
 
 def _snapshot(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
-
-
-@pytest.mark.parametrize("freeze", [False, True])
-def test_freeze_encoder_online_fixes_the_encoder_after_the_switch_only(freeze: bool) -> None:
-    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0, freeze_encoder_online=freeze)
-    before = _snapshot(learner.encoder)
-    learner.update(make_batch(0))
-    assert any(not torch.equal(a, b) for a, b in zip(before, learner.encoder.parameters())), "offline: it trains"
-    learner.set_online(True)
-    enc, critic, actor = _snapshot(learner.encoder), _snapshot(learner.critic), _snapshot(learner.actor)
-    for seed in (1, 2):
-        learner.update(make_batch(seed))
-    moved = [not torch.equal(a, b) for a, b in zip(enc, learner.encoder.parameters())]
-    assert (not any(moved)) if freeze else all(moved)
-    assert all(not torch.equal(a, b) for a, b in zip(critic, learner.critic.parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(actor, learner.actor.parameters()))
-    # a resumed (or --run.finetune-from) learner past the switch is frozen again by load_state_dict
-    fresh = learner_with_encoder(freeze_encoder_online=freeze)
-    fresh.load_state_dict(learner.state_dict())
-    assert all(p.requires_grad != freeze for p in fresh.encoder.parameters())
 
 
 def test_encoder_bc_is_the_weighted_mse_and_leaves_the_other_losses_alone() -> None:
@@ -316,29 +250,3 @@ def test_encoder_bc_gradient_on_the_encoder() -> None:
         torch.testing.assert_close(g, r)
 
 
-def test_bc_offline_only_restricts_both_bc_terms_to_the_offline_rows() -> None:
-    """With `bc_offline_only`, a mixed batch's BC MSEs (actor and encoder) are over its first
-    `n_offline` rows (NumPy on the same means); without the key or the flag, over all rows;
-    with no offline row the terms are 0 and finite. The critic loss does not change."""
-    batch = batch_to_torch(make_batch(), "cpu")
-    size = batch["actions"].shape[0]
-    out = {}
-    for flag, n in ((False, 3), (True, 3), (True, 0), (True, None)):
-        learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0, bc_offline_only=flag)
-        b = dict(batch) if n is None else {**batch, "n_offline": n}
-        torch.manual_seed(7)
-        losses, metrics = compute_losses(b, learner.nets(), learner.cfg, learner.settings())
-        out[(flag, n)] = (losses, metrics)
-    with torch.no_grad():
-        mean = learner.actor(learner.encoder(batch["observations"])).deterministic().numpy()
-    data = np.clip(batch["actions"].numpy(), -learner.cfg.action_clip, learner.cfg.action_clip)
-    sq = (mean - data) ** 2
-    np.testing.assert_allclose(float(out[(False, 3)][1]["bc_mse"]), sq.mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(out[(True, None)][1]["bc_mse"]), sq.mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(out[(True, 3)][1]["bc_mse"]), sq[:3].mean(), rtol=1e-5)
-    np.testing.assert_allclose(float(out[(True, 3)][0]["encoder_bc"].detach()), 50.0 * sq[:3].mean(), rtol=1e-5)
-    assert float(out[(True, 0)][1]["bc_mse"]) == 0.0 and float(out[(True, 0)][0]["encoder_bc"].detach()) == 0.0
-    assert torch.isfinite(out[(True, 0)][0]["actor"])
-    for key in out:
-        torch.testing.assert_close(out[key][0]["critic"], out[(False, 3)][0]["critic"])
-    assert size > 3

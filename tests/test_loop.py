@@ -14,12 +14,14 @@ import pytest
 import torch
 
 from calql_robot.run.checkpoint import load_checkpoint
-from calql_robot.config import LearnerConfig, LoopConfig, RunConfig
+from calql_robot.agents.calql import CalQLConfig
+from calql_robot.config import LoopConfig, RunConfig
 from calql_robot.experiment import run_experiment
-from calql_robot.agents.calql_learner import CalQLLearner, NonFiniteLossError
+from calql_robot.agents.base import NonFiniteLossError
+from calql_robot.agents.calql_learner import CalQLLearner
 from calql_robot.loop import Trainer, TrainingStopped
 from calql_robot.run.runlog import read_metrics
-from calql_robot.domains.pickplace_state import ScriptedDataConfig, StateExperimentConfig, build_state_domain
+from calql_robot.domains.pickplace_state import ScriptedDataConfig, StateExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,15 +31,15 @@ def tiny_config(run_dir: Path, **loop_changes) -> StateExperimentConfig:
                 eval_episodes=1, eval_every_offline=15, eval_every=40, checkpoint_every=10, log_every=5)
     loop.update(loop_changes)
     return StateExperimentConfig(
-        learner=LearnerConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), cql_n_actions=3, backup_k=2,
-                              cql_weight_online=0.5),
+        learner=CalQLConfig(actor_hidden=(32, 32), critic_hidden=(32, 32), cql_n_actions=3, backup_k=2,
+                            cql_weight_online=0.5),
         loop=LoopConfig(**loop),
         run=RunConfig(seed=3, run_dir=str(run_dir), progress=False, threads=1),
         data=ScriptedDataConfig(episodes=6, noise=0.2))
 
 
 def run(cfg: StateExperimentConfig) -> dict:
-    return run_experiment(cfg, cfg.learner, cfg.loop, cfg.reward, cfg.run, lambda: build_state_domain(cfg))
+    return run_experiment(cfg)
 
 
 def strip_times(rows: list[dict]) -> list[dict]:

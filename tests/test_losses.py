@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.config import LearnerConfig
+from calql_robot.agents.base import AgentSpec
+from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.calql_learner import CalQLLearner
 
 OBS, ACT, B, N_CQL, K = 5, 3, 6, 3, 2
+DISCOUNT = 0.9
 
 
-def small_cfg(**kw) -> LearnerConfig:
-    base = dict(actor_hidden=(8,), critic_hidden=(8, 8), cql_n_actions=N_CQL, backup_k=K,
-                cql_weight=2.0, discount=0.9)
+def small_cfg(**kw) -> CalQLConfig:
+    base = dict(actor_hidden=(8,), critic_hidden=(8, 8), cql_n_actions=N_CQL, backup_k=K, cql_weight=2.0)
     base.update(kw)
-    return LearnerConfig(**base)
+    return CalQLConfig(**base)
 
 
 def make_batch(seed: int = 1) -> dict[str, np.ndarray]:
@@ -39,9 +40,9 @@ def make_batch(seed: int = 1) -> dict[str, np.ndarray]:
     }
 
 
-def make_learner(cfg: LearnerConfig, seed: int = 0) -> CalQLLearner:
+def make_learner(cfg: CalQLConfig, seed: int = 0) -> CalQLLearner:
     torch.manual_seed(seed)
-    learner = CalQLLearner(cfg, OBS, ACT)
+    learner = CalQLLearner(cfg, AgentSpec(OBS, ACT, DISCOUNT))
     with torch.no_grad():  # non-trivial values so every term matters
         for p in list(learner.critic.parameters()) + list(learner.actor.parameters()):
             p.add_(0.3 * torch.randn_like(p))
@@ -124,7 +125,7 @@ def reference_losses(learner: CalQLLearner, batch: dict, seed: int, bound: bool,
     backups = [np_policy(learner, s2, noise["backup"][j])[0] for j in range(k)]
     v = np.stack([np.minimum(*[np_q(c, s2, ab) for c in targets]) for ab in backups])
     v = v.max(0) if cfg.max_target_backup else v[0]
-    y = r + (1 - d) * cfg.discount * v
+    y = r + (1 - d) * learner.discount * v
 
     # CQL sets, all at s
     cur = [np_policy(learner, s, noise["cur"][j]) for j in range(cfg.cql_n_actions)]

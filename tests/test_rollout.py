@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from calql_robot.run.checkpoint import save_run_checkpoint
-from calql_robot.config import to_dict
+from calql_robot.agents.base import AgentSpec
 from calql_robot.agents.calql_learner import CalQLLearner
-from calql_robot.policy_io import from_dict, load_policy, read_run_config
+from calql_robot.config import from_dict, to_dict
+from calql_robot.policy_io import load_policy, read_run_config
 from calql_robot.domains.pickplace_state import StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig
 from rollout import RolloutConfig, rollout
@@ -73,7 +74,7 @@ def test_state_run_round_trip(tmp_path):
     from encoders.normalize import ObsNormalizer
 
     stats = ObsNormalizer(np.linspace(-1, 1, PRIVILEGED_DIM), np.linspace(0.5, 2, PRIVILEGED_DIM))
-    learner = CalQLLearner(cfg.learner, PRIVILEGED_DIM, 7, encoder=stats)
+    learner = CalQLLearner(cfg.learner, AgentSpec(PRIVILEGED_DIM, 7, encoder=stats))
     save_run_checkpoint(run_dir / "checkpoints", {"learner": learner.state_dict()}, 0)
     loaded = load_policy(run_dir).learner.encoder  # the checkpoint's statistics, not the placeholder's
     assert torch.equal(loaded.mean, stats.mean) and torch.equal(loaded.std, stats.std)

@@ -58,7 +58,7 @@ def finished(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------------ flags
 @pytest.mark.parametrize("args,needle", [
     (["--loop.mixing-ratio", "1.5"], "--loop.mixing-ratio"),
-    (["--learner.discount", "1.0"], "--learner.discount"),
+    (["--reward.discount", "1.0"], "--reward.discount"),
     (["--loop.batch-size", "0"], "--loop.batch-size"),
     (["--data.episodes", "-3"], "--data.episodes"),
     (["--loop.eval-episodes", "0"], "--loop.eval-episodes"),

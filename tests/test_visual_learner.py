@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.config import LEARNER_PRESETS, replace
-from calql_robot.agents.calql_learner import CalQLLearner, batch_to_torch
-from calql_robot.agents.calql import compute_losses
+from calql_robot.agents.base import AgentSpec, batch_to_torch
+from calql_robot.agents.calql import PRESETS, compute_losses
+from calql_robot.agents.calql_learner import CalQLLearner
+from calql_robot.config import replace
 from calql_robot.domains.pickplace_visual import EncoderConfig, VisualExperimentConfig, make_visual_modules
 from bench.visual import _space, filled_buffer
 
@@ -18,11 +19,11 @@ PX, ACT = 32, 7
 
 def visual_learner(seed: int = 0) -> CalQLLearner:
     torch.manual_seed(seed)
-    cfg = VisualExperimentConfig(learner=replace(LEARNER_PRESETS["visual"], actor_hidden=(16,),
+    cfg = VisualExperimentConfig(learner=replace(PRESETS["visual_paper"](), actor_hidden=(16,),
                                                  critic_hidden=(16, 16), cql_n_actions=3),
                                  encoder=EncoderConfig(latent_dim=8))
     encoder, augment, feature_dim = make_visual_modules(cfg, _space(PX))
-    return CalQLLearner(cfg.learner, feature_dim, ACT, encoder, augment, "cpu")
+    return CalQLLearner(cfg.learner, AgentSpec(feature_dim, ACT, 0.99, encoder, augment, "cpu"))
 
 
 def image_batch(seed: int = 0, size: int = 8) -> dict:

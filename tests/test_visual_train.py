@@ -76,13 +76,13 @@ def test_resume_continues_counters_and_metrics(run, tmp_path):
 
 
 def test_presets_cli_and_held_out_check():
-    import train_visual
+    from calql_robot.cli import parse_visual_cli
 
-    cfg = train_visual.parse(["--preset", "paper", "--loop.utd", "3"])
+    cfg = parse_visual_cli(["--preset", "paper", "--loop.utd", "3"])
     assert cfg.loop.utd == 3 and cfg.loop.offline_steps == 50_000 and cfg.loop.online_env_steps == 100_000
     assert cfg.learner.cql_weight == 5.0 and cfg.learner.cql_weight_online == 0.5 and cfg.learner.backup_k == 4
     assert cfg.loop.batch_size == 256 and cfg.loop.mixing_ratio == 0.5 and cfg.loop.eval_every == 2000
-    default = train_visual.parse([])
+    default = parse_visual_cli([])
     assert default.loop == PRESETS["cpu"].loop and default.resolved_task() == (0, 1)
     assert default.loop.mixing_ratio == 0.9
     assert default.reward.failure_reward == 0.0 and default.encoder.latent_dim == 50

@@ -6,7 +6,8 @@ A deterministic MLP with a tanh output regressed on the data actions by mean squ
 trained here by the BC loss). It learns offline only: the loop's online phase is skipped for
 `--algo bc` (cloning one's own rollouts would not be a reference for anything), so its
 "final" success is its offline success. The same `update / act / state_dict` interface as
-`CalQLLearner`, so the loop, checkpoints, evaluation and rollout.py treat it alike.
+`agents/base.Agent` contract as Cal-QL, so the loop, checkpoints, evaluation and rollout.py
+treat it alike.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from calql_robot.config import LearnerConfig
+from calql_robot.agents.base import AgentSpec, Batch, apply_losses, batch_to_torch, load_optimizers, obs_to_tensor
 from calql_robot.errors import ConfigError
-from calql_robot.agents.calql_learner import NonFiniteLossError, UpdateSettings, batch_to_torch, obs_to_tensor
 
 
 @dataclass
@@ -57,42 +56,35 @@ class BCPolicy(nn.Module):
 
 
 class BCLearner:
-    """Behaviour cloning with the learner interface of `CalQLLearner`."""
+    """Behaviour cloning under the agent contract (`agents/base.Agent`)."""
 
-    def __init__(self, cfg: BCConfig, learner_cfg: LearnerConfig, feature_dim: int, action_dim: int,
-                 encoder: nn.Module | None = None, augment: nn.Module | None = None,
-                 device: str | torch.device = "cpu") -> None:
+    learns_online = False
+    needs_returns = False  # online episodes, were there any, are stored without returns
+
+    def __init__(self, cfg: BCConfig, spec: AgentSpec) -> None:
         if cfg.lr <= 0 or not cfg.hidden or min(cfg.hidden) < 1:
             raise ConfigError(f"--bc.lr must be > 0 and --bc.hidden positive widths, got {cfg.lr}, {cfg.hidden}")
-        self.bc_cfg, self.cfg = cfg, learner_cfg  # cfg.discount sizes online returns (unused offline)
-        self.device = torch.device(device)
-        self.action_dim, self.feature_dim = action_dim, feature_dim
+        self.cfg = cfg
+        self.device = torch.device(spec.device)
+        self.action_dim, self.feature_dim = spec.action_dim, spec.feature_dim
         self.online, self.num_updates = False, 0
-        self.augment = augment
-        self.encoder = (encoder or nn.Identity()).to(self.device)
-        self.policy = BCPolicy(feature_dim, action_dim, cfg.hidden).to(self.device)
+        self.augment = spec.augment
+        self.encoder = (spec.encoder or nn.Identity()).to(self.device)
+        self.policy = BCPolicy(spec.feature_dim, spec.action_dim, cfg.hidden).to(self.device)
         params = list(self.policy.parameters()) + list(self.encoder.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr)
 
     def set_online(self, online: bool) -> None:
         self.online = online
 
-    def settings(self) -> UpdateSettings:
-        """No CQL and no bound; online episodes (if any) are stored without returns."""
-        return UpdateSettings(0.0, False, 0.0)
-
-    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         batch = batch_to_torch(batch, self.device)
         obs = batch["observations"]
         if self.augment is not None:
             obs = self.augment(obs)
         actions = batch["actions"].clamp(-1.0, 1.0)
         loss = bc_loss(self.policy(self.encoder(obs)), actions)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite BC loss at update {self.num_updates}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        apply_losses({"bc": loss}, [self.optimizer], self.num_updates)
         self.num_updates += 1
         return {"bc_loss": float(loss.detach())}
 
@@ -111,8 +103,6 @@ class BCLearner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.encoder.load_state_dict(state["encoder"])
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the saved lr would win; a resumed run's flag applies
-            group["lr"] = self.bc_cfg.lr
+        load_optimizers({"bc": self.optimizer}, {"bc": state["optimizer"]}, {"bc": self.cfg.lr})
         self.online = bool(state["online"])
         self.num_updates = int(state["num_updates"])

@@ -1,4 +1,5 @@
-"""Cal-QL losses as pure functions of tensors and modules. No optimizer lives here.
+"""Cal-QL (Nakamoto et al. 2023): its config, its per-domain presets and its losses, as
+pure functions of tensors and modules. No optimizer lives here (`calql_learner.py` owns them).
 
 Term by term this is `../shared/SPEC.md` section 1, i.e. the official Cal-QL update
 (nakamotoo/Cal-QL `ConservativeSAC.train`, itself JaxCQL's CQL plus one `jnp.maximum`):
@@ -7,20 +8,177 @@ parameters. The learner sums them and runs ONE backward pass; because the losses
 disjoint parameter sets this gives exactly the per-loss gradients of the official code,
 without CORL's extra critic backward (`tests/test_losses.py` checks the isolation).
 
+THE Cal-QL change to CQL is `calql_bound` below: one `torch.maximum`; with
+`--learner.no-calql-bound` nothing else changes and the update is CQL's.
+
+Read `compute_losses` against SPEC section 1 in four named steps, as d3rlpy's
+`cql_impl.py` splits CQL: `actor_losses` (policy and temperature), `backup_target`,
+`conservative_gap` (the CQL sets with the bound), `update_metrics`.
+
 Shapes: E critics, B states, n CQL actions, k backup actions, A action dims.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.config import LearnerConfig
+from calql_robot.config import flag
+from calql_robot.errors import ConfigError
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
+
+
+# ---------------------------------------------------------------- config
+@dataclass
+class CalQLConfig:
+    """Hyper-parameters of the Cal-QL update (SPEC section 1; flags `--learner.*`).
+
+    Defaults are the official values (JaxCQL `ConservativeSAC.get_default_config` with the
+    Cal-QL scripts' overrides). What SPEC fixes is not a flag unless a preset or a test
+    varies it: the temperature is always tuned towards -|A| (SAC), the networks always get
+    JaxCQL's orthogonal init. The discount is `--reward.discount`, read by the returns too.
+    """
+
+    tau: float = 5e-3
+    """Polyak rate of the target critics, applied after every update."""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor and of the temperature log_alpha (presets: 1e-3)."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critics, the shared encoder and log_alpha'."""
+    actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the actor MLP (Adroit: 512x2)."""
+    critic_hidden: tuple[int, ...] = (256, 256, 256, 256)
+    """Hidden widths of each critic MLP (Adroit: 512x3, the pick-and-place state preset 256x2)."""
+    num_critics: int = 2
+    """Number of critics in the ensemble (the min over them is used); the SAC family of the
+    baselines (RLPD: 10) varies it."""
+    log_std_multiplier: float = 1.0
+    """Initial value of the learnable multiplier m in log_std = m*log_std + b."""
+    log_std_offset: float = -1.0
+    """Initial value of the learnable offset b in log_std = m*log_std + b."""
+    cql_n_actions: int = 10
+    """n: actions per set (random, pi(s), pi(s')) in the CQL regulariser (presets: 4)."""
+    max_target_backup: bool = True
+    """Back up max over backup_k sampled next actions of min-critic (official default)."""
+    backup_k: int = 10
+    """k: next actions sampled for the max target backup (visual domain: 4)."""
+    importance_sample: bool = True
+    """Correct the logsumexp sets by their sampling densities (data Q excluded)."""
+    cql_temp: float = 1.0
+    """Temperature T of the logsumexp."""
+    cql_weight: float = 5.0
+    """CQL weight w during offline pre-training."""
+    cql_weight_online: float | None = None
+    """CQL weight w during online fine-tuning; None keeps cql_weight (visual paper: 0.5)."""
+    lagrange: bool = False
+    """Tune alpha' by dual ascent towards target_action_gap (AntMaze)."""
+    target_action_gap: float = 0.8
+    """Gap the Lagrange version holds the CQL difference to."""
+    cql_clip_min: float = -math.inf
+    """Per-sample lower clip of the CQL difference (CORL's antmaze configs: -200)."""
+    cql_clip_max: float = math.inf
+    """Per-sample upper clip of the CQL difference."""
+    calql_bound: bool = True
+    """Bound policy-action Q-values below by the MC return (Cal-QL); False is exactly CQL."""
+    calibrate_online: bool = True
+    """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
+    action_clip: float = 0.99999
+    """Dataset actions are clipped to +-action_clip so their log-probs stay finite."""
+    discrete_gripper: bool = False
+    """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
+    critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
+    (calql_robot/agents/gripper.py). For pick-and-place, whose gripper is binary in the env."""
+    bc_weight: float = 0.0
+    """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
+    MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
+    bc_encoder_weight: float = 0.0
+    """Weight of an auxiliary behaviour-cloning loss on the shared image encoder (not Cal-QL;
+    0 disables): the encoder is trained by critic loss + bc_encoder_weight *
+    MSE(tanh(mu(enc(s))), a), with the actor's parameters held fixed in this term (the actor
+    keeps its own bc_weight on detached features, DrQ-v2). Why so large a weight can be
+    needed: on the visual preset the critic loss's gradient on the encoder measured ~360x
+    that of the BC MSE at weight 10 (RESULTS.md, session 5), so at weight ~2.5 the features
+    are the critic's alone. No effect without an encoder (states) beyond the extra pass."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag (`--learner.tau`) when a value cannot work."""
+        positive = {"tau": self.tau, "actor_lr": self.actor_lr, "critic_lr": self.critic_lr,
+                    "cql_temp": self.cql_temp}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{flag(name, 'learner')} must be > 0, got {value!r}")
+        for name in ("cql_n_actions", "backup_k", "num_critics"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{flag(name, 'learner')} must be >= 1, got {getattr(self, name)!r}")
+        for name in ("bc_weight", "bc_encoder_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{flag(name, 'learner')} must be >= 0, got {getattr(self, name)!r}")
+        if self.cql_clip_min > self.cql_clip_max:
+            raise ConfigError(f"{flag('cql_clip_min', 'learner')} {self.cql_clip_min} > "
+                              f"{flag('cql_clip_max', 'learner')} {self.cql_clip_max}")
+
+
+# ---------------------------------------------------------------- presets, per domain
+def _pickplace_state() -> CalQLConfig:
+    """The pick-and-place state preset, set by measurement (RESULTS.md, "Making it learn").
+
+    - critic-greedy binary gripper: a tanh-Gaussian gripper dim stayed "open" (SPEC section 8);
+    - Lagrange CQL with gap 0.8 and reward 10r - 5 (the AntMaze form): fixed w = 5 with
+      r in {0, 1} let the values drift far above the achievable 1 (RESULTS.md, sessions 1-2);
+    - actor lr 1e-3: 1e-4 (official) barely moved the actor in these budgets;
+    - 4 CQL actions per set (paper: 10): 1.6x faster on the CPU; with both gripper values
+      enumerated each policy set is already 8 critic evaluations per state;
+    - the TD3+BC actor term (bc_weight 2.5), a named option and not part of Cal-QL: without
+      it the same preset reached 0.45 at the switch and dipped to 0.0-0.15 online;
+    - CQL weight 5 online as offline (the visual column's 0.5 online let the CQL gap jump
+      from 0.4 to 20 within 600 env steps and success fall 0.75 -> 0.0; with 5: 0.75 -> 0.6).
+    With observations standardised by `encoders.normalize` (std floor and clip), this preset
+    reached 0.77 success at the switch and 0.92 after 3,000 online env steps (3 seeds;
+    RESULTS.md, session 4).
+    Pass `--learner.bc-weight 0` for pure Cal-QL, `--learner.no-calql-bound` for CQL.
+    """
+    return CalQLConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=1e-3, cql_weight=5.0,
+                       cql_weight_online=None, lagrange=True, target_action_gap=0.8, cql_n_actions=4,
+                       backup_k=4, discrete_gripper=True, bc_weight=2.5)
+
+
+def _visual_paper() -> CalQLConfig:
+    """SPEC section 4, visual column: CQL weight 5 offline and 0.5 online, max backup k=4."""
+    return CalQLConfig(cql_weight=5.0, cql_weight_online=0.5, backup_k=4)
+
+
+def _visual_cpu() -> CalQLConfig:
+    """The visual CPU preset's learner: the state preset's recipe (RESULTS.md, "Making it
+    learn": binary critic-greedy gripper, Lagrange CQL gap 0.8 with reward 10r - 5, actor lr
+    1e-3, 4 CQL actions, the named TD3+BC actor term, CQL weight 5 online as offline: the
+    visual column's 0.5 online collapsed the state runs) with max backup k=4, plus the
+    auxiliary BC loss on the shared encoder at weight 3000 (`bc_encoder_weight`, not part of
+    Cal-QL): trained by the critic loss alone, the features left the actor's arm unable to
+    find the cube (0.10 at the switch, 0 after fine-tuning, 3 seeds); at 3000 the two
+    gradients on the encoder are about equal and the same runs reached 0.30 and 0.23
+    (RESULTS.md, session 5)."""
+    return dataclasses.replace(_visual_paper(), cql_weight_online=None, actor_lr=1e-3, lagrange=True,
+                               target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True, bc_weight=2.5,
+                               bc_encoder_weight=3000.0)
+
+
+PRESETS: dict[str, Callable[[], CalQLConfig]] = {
+    "antmaze": lambda: CalQLConfig(critic_hidden=(256, 256, 256, 256), actor_hidden=(256, 256), cql_weight=5.0,
+                                   lagrange=True, target_action_gap=0.8, cql_clip_min=-200.0),
+    "kitchen": lambda: CalQLConfig(cql_weight=5.0),
+    "adroit": lambda: CalQLConfig(actor_hidden=(512, 512), critic_hidden=(512, 512, 512), cql_weight=1.0),
+    "visual_paper": _visual_paper,
+    "visual_cpu": _visual_cpu,
+    "pickplace_state": _pickplace_state,
+}
+"""Cal-QL's learner per domain preset (SPEC section 4; the pick-and-place ones measured in
+RESULTS.md). Each call returns a fresh config; the domains' configs take theirs from here."""
 
 
 # ---------------------------------------------------------------- elementary terms
@@ -44,7 +202,7 @@ def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha:
 
     The normaliser is detached, so the Q term has unit scale whatever the reward scale and
     bc_weight means the same on every task (TD3+BC's alpha = 2.5). An option, off by default
-    (`LearnerConfig.bc_weight = 0`): it is not part of Cal-QL. Returns (loss, bc_mse).
+    (`CalQLConfig.bc_weight = 0`): it is not part of Cal-QL. Returns (loss, bc_mse).
     """
     scale = q_new.min(dim=0).values.abs().mean().detach().clamp(min=1e-6)
     bc_mse = mean_squared_error(mean_action, data_action)
@@ -52,18 +210,8 @@ def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha:
 
 
 def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`mean((pred - target)^2)`, and 0 (still in the graph) over no rows: a mixed batch
-    with `bc_offline_only` may hold no offline rows (mixing ratio 0)."""
-    if pred.numel() == 0:
-        return pred.sum()
+    """`mean((pred - target)^2)` over batch and action dims."""
     return (pred - target).pow(2).mean()
-
-
-def bc_rows(batch: dict, cfg: LearnerConfig, batch_size: int) -> slice:
-    """The rows the BC terms cover: all, or with `bc_offline_only` the first `n_offline`
-    (data/mixing.py puts a mixed batch's offline rows first; offline batches have no key)."""
-    n = batch.get("n_offline") if cfg.bc_offline_only else None
-    return slice(0, batch_size if n is None else int(n))
 
 
 def encoder_bc_mse(actor: nn.Module, features: torch.Tensor, data_action: torch.Tensor) -> torch.Tensor:
@@ -151,7 +299,7 @@ def clipped_alpha_prime(log_alpha_prime: torch.Tensor) -> torch.Tensor:
     return log_alpha_prime.exp().clamp(0.0, 1e6)
 
 
-# ---------------------------------------------------------------- the whole update
+# ---------------------------------------------------------------- the whole update, in named steps
 @dataclass
 class Nets:
     """Everything the losses read. `encoder` maps observations to features (Identity for
@@ -168,14 +316,164 @@ class Nets:
 
 @dataclass
 class UpdateSettings:
-    """What changes between the offline and the online phase."""
+    """What the learner resolves for one update: the phase's CQL weight, bound and actor BC
+    weight, and the run's discount (`--reward.discount`, the same in both phases)."""
 
     cql_weight: float
     bound: bool  # apply the Cal-QL bound (False gives exactly CQL)
-    bc_weight: float  # the actor's TD3+BC weight of this phase (0: pure Cal-QL actor loss)
+    bc_weight: float  # the actor's TD3+BC weight (0: pure Cal-QL actor loss)
+    discount: float = 0.99
 
 
-def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: UpdateSettings,
+@dataclass
+class Features:
+    """One batch through the encoder: `feat` carries the critic's gradient to the encoder,
+    `feat_next` (no grad) feeds the target, the actor reads `feat.detach()` (DrQ-v2)."""
+
+    feat: torch.Tensor
+    feat_next: torch.Tensor
+    actions: torch.Tensor
+    """Data actions clipped to +-action_clip (and the gripper snapped to +-1 when discrete)."""
+
+    @property
+    def detached(self) -> torch.Tensor:
+        return self.feat.detach()
+
+
+def encode(batch: dict, nets: Nets, cfg: CalQLConfig, augment: nn.Module | None) -> Features:
+    """Augment obs and next obs (DrQ random shift), encode them, clip the data actions."""
+    obs, next_obs = batch["observations"], batch["next_observations"]
+    if augment is not None:
+        obs, next_obs = augment(obs), augment(next_obs)
+    feat = nets.encoder(obs)  # critic gradient trains the encoder
+    with torch.no_grad():
+        feat_next = nets.encoder(next_obs)
+    actions = batch["actions"].clamp(-cfg.action_clip, cfg.action_clip)
+    if cfg.discrete_gripper:
+        actions = gripper.snap(actions)
+    return Features(feat, feat_next, actions)
+
+
+def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Tensor, discrete: bool,
+                  detach_params: bool = False) -> torch.Tensor:
+    """(E, M, B) values of (M, B, actor_dim) policy samples, at g* when the gripper is discrete."""
+    if not discrete:
+        return critic(features, arm, detach_params=detach_params)
+    return gripper.greedy_values(critic(features, gripper.both_grippers(arm), detach_params=detach_params))
+
+
+def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], object]:
+    """SPEC 1, actor and temperature: `actor` (SAC policy loss, or with bc_weight > 0 the
+    TD3+BC form), `alpha` (towards -|A_actor|), and with bc_encoder_weight > 0 `encoder_bc`.
+    Returns (losses, metrics, the policy at s) - the policy's samples feed the CQL sets."""
+    actor_dim = nets.actor.action_dim
+    pi_s = nets.actor(f.detached)
+    new_actions, log_pi = pi_s.sample()
+    alpha = nets.log_alpha.exp()
+    q_new = policy_values(nets.critic, f.detached, new_actions.unsqueeze(0), cfg.discrete_gripper,
+                          detach_params=True)[:, 0]
+    data_arm = f.actions[:, :actor_dim]
+    metrics = {"alpha": alpha.detach(), "log_pi": log_pi.detach().mean(),
+               "q_pi": q_new.detach().min(dim=0).values.mean()}
+    if settings.bc_weight > 0:
+        actor, metrics["bc_mse"] = bc_regularised_policy_loss(log_pi, q_new, alpha, pi_s.deterministic(), data_arm,
+                                                              settings.bc_weight)
+    else:
+        actor = policy_loss(log_pi, q_new, alpha)
+    losses = {"actor": actor}
+    if cfg.bc_encoder_weight > 0:
+        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, f.feat, data_arm)
+    losses["alpha"] = alpha_loss(nets.log_alpha, log_pi, -float(actor_dim))
+    return losses, metrics, pi_s
+
+
+@dataclass
+class PolicySets:
+    """The CQL regulariser's action sets at s (no gradient to the actor): n random, and
+    the policy's at s and at s' (2n each with both gripper values), with log-densities."""
+
+    a_rand: torch.Tensor
+    a_cur: torch.Tensor
+    logp_cur: torch.Tensor
+    a_nxt: torch.Tensor
+    logp_nxt: torch.Tensor
+
+
+@torch.no_grad()
+def backup_target(f: Features, batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings,
+                  pi_s) -> tuple[torch.Tensor, PolicySets]:
+    """SPEC 1, the TD target `y = r + (1 - done) gamma max_k min_i Q_targ_i(s', a'_k)`, and
+    the sampled CQL sets (drawn here, in the official order: pi(s) x n, pi(s') x n, backup
+    pi(s') x k, then the uniform set)."""
+    n, batch_size, action_dim = cfg.cql_n_actions, f.actions.shape[0], f.actions.shape[1]
+    pi_next = nets.actor(f.feat_next)
+    a_cur, logp_cur = pi_s.detached().sample(n)
+    a_nxt, logp_nxt = pi_next.sample(n)
+    a_backup, _ = pi_next.sample(cfg.backup_k if cfg.max_target_backup else 1)
+    next_q = policy_values(nets.target_critic, f.feat_next, a_backup, cfg.discrete_gripper)
+    y = td_target(batch["rewards"], batch["dones"], next_q, settings.discount, cfg.max_target_backup)
+    a_rand = torch.empty(n, batch_size, action_dim, device=f.actions.device).uniform_(-1.0, 1.0)
+    if cfg.discrete_gripper:
+        a_rand[..., -1] = torch.where(a_rand[..., -1] >= 0, gripper.OPEN, gripper.CLOSE)
+        a_cur, a_nxt = gripper.both_grippers(a_cur), gripper.both_grippers(a_nxt)
+        logp_cur, logp_nxt = logp_cur.repeat(2, 1), logp_nxt.repeat(2, 1)
+    return y, PolicySets(a_rand, a_cur, logp_cur, a_nxt, logp_nxt)
+
+
+def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict, nets: Nets,
+                     cfg: CalQLConfig, settings: UpdateSettings) -> tuple[dict[str, torch.Tensor],
+                                                                         dict[str, torch.Tensor]]:
+    """SPEC 1, the critic: one critic pass over [data, random, pi(s), pi(s')] actions at s;
+    THE Cal-QL bound on the policy columns (both sets, before the density correction); the
+    CQL gap; Bellman error plus the (fixed or Lagrange) CQL penalty; alpha' by dual ascent.
+    Returns (losses `critic` and `alpha_prime`, metrics)."""
+    n, m = cfg.cql_n_actions, sets.a_cur.shape[0]  # m: n, or 2n with both gripper values
+    q_all = nets.critic(f.feat, torch.cat([f.actions.unsqueeze(0), sets.a_rand, sets.a_cur, sets.a_nxt], dim=0))
+    q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n]
+    q_cur, q_nxt = q_all[:, 1 + n:1 + n + m], q_all[:, 1 + n + m:]
+    mask_cur = gripper.greedy_mask(q_cur) if cfg.discrete_gripper else None
+    mask_nxt = gripper.greedy_mask(q_nxt) if cfg.discrete_gripper else None
+    bound_rate = torch.zeros((), device=q_all.device)
+    if settings.bound:
+        mc = batch["mc_returns"]
+        q_cur, below_cur = calql_bound(q_cur, mc, mask_cur)
+        q_nxt, below_nxt = calql_bound(q_nxt, mc, mask_nxt)
+        bound_rate = 0.5 * (below_cur + below_nxt)
+    diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, sets.logp_cur, sets.logp_nxt, f.actions.shape[1],
+                               cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
+    bellman = bellman_error(q_data, y)
+    alpha_prime = clipped_alpha_prime(nets.log_alpha_prime) if cfg.lagrange else None
+    cql = cql_penalty(diff, settings.cql_weight, alpha_prime, cfg.target_action_gap)
+    losses = {"critic": (bellman + cql).sum(),
+              "alpha_prime": (alpha_prime_loss(alpha_prime, diff, settings.cql_weight, cfg.target_action_gap)
+                              if alpha_prime is not None else nets.log_alpha_prime.sum() * 0.0)}
+    metrics = {
+        "critic_loss": losses["critic"].detach() / q_all.shape[0], "bellman_loss": bellman.detach().mean(),
+        "cql_diff": diff.detach().mean(), "cql_ood": ood.detach().mean(),
+        "alpha_prime": alpha_prime.detach() if alpha_prime is not None else torch.zeros((), device=q_all.device),
+        "q_data": q_data.detach().mean(), "q_rand": q_rand.detach().mean(),
+        "q_cur": q_all[:, 1 + n:1 + n + m].detach().mean(), "q_next": q_all[:, 1 + n + m:].detach().mean(),
+        "target_q": y.mean(), "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(),
+    }
+    if cfg.discrete_gripper:
+        metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
+        metrics["gripper_open_data"] = (f.actions[:, -1] > 0).float().mean()
+    return losses, metrics
+
+
+def update_metrics(losses: dict[str, torch.Tensor], actor_metrics: dict[str, torch.Tensor],
+                   critic_metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The logged metrics of one update, in the order of the metrics file's columns."""
+    metrics = {"critic_loss": critic_metrics.pop("critic_loss"), "actor_loss": losses["actor"].detach(),
+               "alpha_loss": losses["alpha"].detach(), "alpha_prime_loss": losses["alpha_prime"].detach(),
+               **critic_metrics, **actor_metrics}
+    if "encoder_bc" in losses:
+        metrics["encoder_bc_loss"] = losses["encoder_bc"].detach()
+    return metrics
+
+
+def compute_losses(batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings,
                    augment: nn.Module | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """All Cal-QL losses from one batch and the pre-update parameters.
 
@@ -185,7 +483,7 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
     alone: bc_encoder_weight * mean((tanh(mu(enc(s))) - a)^2) with the actor's parameters fixed).
 
     With `cfg.discrete_gripper` the last action dim is the critic-chosen binary gripper
-    (`calql_robot/agents/gripper.py`); every policy action below is then (a_arm, g*) with
+    (`calql_robot/agents/gripper.py`); every policy action is then (a_arm, g*) with
     g* = argmax_g min_i Q_i(s, a_arm, g):
     - policy loss: `mean(alpha * log pi(a_arm) - max_g min_i Q_i(s, a_arm, g))`;
     - backup: `max_k max_g min_i Q_targ_i(s', a_arm_k, g)`;
@@ -197,98 +495,9 @@ def compute_losses(batch: dict, nets: Nets, cfg: LearnerConfig, settings: Update
       continuous dim on [-1, 1] (so `action_dim * log 0.5` stays right);
     - Cal-QL bound: on the policy's own columns (g = g*), both sets, before the correction.
     """
-    obs, next_obs = batch["observations"], batch["next_observations"]
-    if augment is not None:
-        obs, next_obs = augment(obs), augment(next_obs)
-    feat = nets.encoder(obs)  # critic gradient trains the encoder
-    with torch.no_grad():
-        feat_next = nets.encoder(next_obs)
-    feat_d = feat.detach()  # the actor sees detached features (DrQ-v2)
-    actions = batch["actions"].clamp(-cfg.action_clip, cfg.action_clip)
-    discrete = cfg.discrete_gripper
-    if discrete:
-        actions = gripper.snap(actions)
-    batch_size, action_dim = actions.shape
-    actor_dim = nets.actor.action_dim
-
-    def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Tensor,
-                      detach_params: bool = False) -> torch.Tensor:
-        """(E, M, B) values of (M, B, actor_dim) policy samples, at g* when discrete."""
-        if not discrete:
-            return critic(features, arm, detach_params=detach_params)
-        return gripper.greedy_values(critic(features, gripper.both_grippers(arm), detach_params=detach_params))
-
-    # actor and temperature
-    pi_s = nets.actor(feat_d)
-    new_actions, log_pi = pi_s.sample()
-    device = actions.device
-    alpha = nets.log_alpha.exp() if cfg.auto_alpha else torch.tensor(cfg.fixed_alpha, device=device)
-    q_new = policy_values(nets.critic, feat_d, new_actions.unsqueeze(0), detach_params=True)[:, 0]
-    extra: dict[str, torch.Tensor] = {}
-    rows = bc_rows(batch, cfg, batch_size)
-    if settings.bc_weight > 0:
-        losses = {}
-        losses["actor"], extra["bc_mse"] = bc_regularised_policy_loss(
-            log_pi, q_new, alpha, pi_s.deterministic()[rows], actions[rows, :actor_dim], settings.bc_weight)
-    else:
-        losses = {"actor": policy_loss(log_pi, q_new, alpha)}
-    if cfg.bc_encoder_weight > 0:
-        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, feat[rows], actions[rows, :actor_dim])
-    losses["alpha"] = (alpha_loss(nets.log_alpha, log_pi, cfg.resolved_target_entropy(actor_dim))
-                       if cfg.auto_alpha else nets.log_alpha.sum() * 0.0)
-
-    # samples for the backup and the regulariser: no gradient to the actor
-    n = cfg.cql_n_actions
-    with torch.no_grad():
-        pi_next = nets.actor(feat_next)
-        a_cur, logp_cur = pi_s.detached().sample(n)
-        a_nxt, logp_nxt = pi_next.sample(n)
-        k = cfg.backup_k if cfg.max_target_backup else 1
-        a_backup, _ = pi_next.sample(k)
-        next_q = policy_values(nets.target_critic, feat_next, a_backup)
-        y = td_target(batch["rewards"], batch["dones"], next_q, cfg.discount, cfg.max_target_backup)
-        a_rand = torch.empty(n, batch_size, action_dim, device=device).uniform_(-1.0, 1.0)
-        if discrete:
-            a_rand[..., -1] = torch.where(a_rand[..., -1] >= 0, gripper.OPEN, gripper.CLOSE)
-            a_cur, a_nxt = gripper.both_grippers(a_cur), gripper.both_grippers(a_nxt)
-            logp_cur, logp_nxt = logp_cur.repeat(2, 1), logp_nxt.repeat(2, 1)
-    m = a_cur.shape[0]  # n, or 2n with both gripper values
-
-    # one critic pass over [data, random, current, next] actions, all at s
-    q_all = nets.critic(feat, torch.cat([actions.unsqueeze(0), a_rand, a_cur, a_nxt], dim=0))
-    q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n]
-    q_cur, q_nxt = q_all[:, 1 + n:1 + n + m], q_all[:, 1 + n + m:]
-    mask_cur = gripper.greedy_mask(q_cur) if discrete else None
-    mask_nxt = gripper.greedy_mask(q_nxt) if discrete else None
-    bound_rate = torch.zeros((), device=device)
-    if settings.bound:
-        mc = batch["mc_returns"]
-        q_cur, below_cur = calql_bound(q_cur, mc, mask_cur)
-        q_nxt, below_nxt = calql_bound(q_nxt, mc, mask_nxt)
-        bound_rate = 0.5 * (below_cur + below_nxt)
-    diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, logp_cur, logp_nxt, action_dim,
-                               cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
-    bellman = bellman_error(q_data, y)
-    alpha_prime = clipped_alpha_prime(nets.log_alpha_prime) if cfg.lagrange else None
-    cql = cql_penalty(diff, settings.cql_weight, alpha_prime, cfg.target_action_gap)
-    losses["critic"] = (bellman + cql).sum()
-    losses["alpha_prime"] = (alpha_prime_loss(alpha_prime, diff, settings.cql_weight, cfg.target_action_gap)
-                             if alpha_prime is not None else nets.log_alpha_prime.sum() * 0.0)
-
-    metrics = {
-        "critic_loss": losses["critic"] / q_all.shape[0], "actor_loss": losses["actor"],
-        "alpha_loss": losses["alpha"], "alpha_prime_loss": losses["alpha_prime"],
-        "bellman_loss": bellman.mean(), "cql_diff": diff.detach().mean(), "cql_ood": ood.detach().mean(),
-        "alpha": alpha.detach(), "alpha_prime": alpha_prime.detach() if alpha_prime is not None
-        else torch.zeros((), device=device), "log_pi": log_pi.detach().mean(), "q_data": q_data.detach().mean(),
-        "q_pi": q_new.detach().min(dim=0).values.mean(),
-        "q_rand": q_rand.detach().mean(), "q_cur": q_all[:, 1 + n:1 + n + m].detach().mean(),
-        "q_next": q_all[:, 1 + n + m:].detach().mean(), "target_q": y.mean(),
-        "mc_return": batch["mc_returns"].mean(), "bound_rate": bound_rate.detach(), **extra,
-    }
-    if "encoder_bc" in losses:
-        metrics["encoder_bc_loss"] = losses["encoder_bc"].detach()
-    if discrete:
-        metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
-        metrics["gripper_open_data"] = (actions[:, -1] > 0).float().mean()
-    return losses, metrics
+    f = encode(batch, nets, cfg, augment)
+    losses, actor_metrics, pi_s = actor_losses(f, nets, cfg, settings)
+    y, sets = backup_target(f, batch, nets, cfg, settings, pi_s)
+    critic_losses, critic_metrics = conservative_gap(f, sets, y, batch, nets, cfg, settings)
+    losses.update(critic_losses)
+    return losses, update_metrics(losses, actor_metrics, critic_metrics)

@@ -22,57 +22,38 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.config import LearnerConfig
-from calql_robot.agents.calql import Nets, UpdateSettings, compute_losses
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, load_optimizers,
+                                     obs_to_tensor)
+from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
-Obs = torch.Tensor | dict[str, torch.Tensor]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised before any parameter changes when a loss is NaN or infinite."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def batch_to_torch(batch: dict[str, Any], device: torch.device) -> dict[str, Obs]:
-    """numpy batch -> tensors on device; uint8 images stay uint8 (the encoder divides)."""
-    def convert(value):
-        if isinstance(value, dict):
-            return {k: convert(v) for k, v in value.items()}
-        if isinstance(value, np.ndarray):
-            return torch.from_numpy(value).to(device, non_blocking=True)
-        return value
-    return {k: convert(v) for k, v in batch.items()}
+BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")
 
 
 class CalQLLearner:
     """Cal-QL (Nakamoto et al. 2023) over features of `encoder` (Identity for states)."""
 
-    def __init__(self, cfg: LearnerConfig, feature_dim: int, action_dim: int,
-                 encoder: nn.Module | None = None, augment: nn.Module | None = None,
-                 device: str | torch.device = "cpu") -> None:
+    learns_online = True
+
+    def __init__(self, cfg: CalQLConfig, spec: AgentSpec) -> None:
         cfg.validate()
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.discount = spec.discount
+        self.device = torch.device(spec.device)
+        feature_dim, action_dim = spec.feature_dim, spec.action_dim
         self.action_dim = action_dim
         self.feature_dim = feature_dim
         self.online = False
         self.num_updates = 0
-        self.augment = augment
-        self.encoder = (encoder or nn.Identity()).to(self.device)
+        self.augment = spec.augment
+        self.encoder = (spec.encoder or nn.Identity()).to(self.device)
         if cfg.discrete_gripper and action_dim < 2:
             raise ValueError(f"discrete_gripper needs an arm dim besides the gripper, got action_dim={action_dim}")
         actor_dim = action_dim - 1 if cfg.discrete_gripper else action_dim  # gripper: critic's choice
-        self.actor = TanhGaussianActor(feature_dim, actor_dim, cfg.actor_hidden, cfg.orthogonal_init,
+        self.actor = TanhGaussianActor(feature_dim, actor_dim, cfg.actor_hidden, True,
                                        cfg.log_std_multiplier, cfg.log_std_offset).to(self.device)
         self.critic = CriticEnsemble(cfg.num_critics, feature_dim, action_dim, cfg.critic_hidden,
-                                     cfg.orthogonal_init).to(self.device)
+                                     True).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
         self.log_alpha_prime = torch.ones((), device=self.device, requires_grad=True)
@@ -98,46 +79,35 @@ class CalQLLearner:
         cfg = self.cfg
         return {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "alpha": cfg.actor_lr, "alpha_prime": cfg.critic_lr}
 
-    @torch.no_grad()
-    def set_q_level(self, value: float) -> None:
-        """Set every critic's output bias, and the target's, to `value` (`q_init_mc`); the
-        output layer's weights start near 0 (orthogonal gain 1e-2), so Q(s, a) ~ value."""
-        for critic in (self.critic, self.target_critic):
-            critic.biases[-1].fill_(float(value))
-
     # ------------------------------------------------------------------ training
     def set_online(self, online: bool) -> None:
-        """Switch to the fine-tuning settings (CQL weight, bound on/off; with
-        `freeze_encoder_online`, the encoder's parameters stop taking gradients)."""
+        """Switch to the fine-tuning settings (CQL weight, bound on/off)."""
         self.online = online
-        self.encoder.requires_grad_(not (online and self.cfg.freeze_encoder_online))
 
     def settings(self) -> UpdateSettings:
+        """This phase's CQL weight and bound, the actor's BC weight and the discount."""
         cfg = self.cfg
         if not self.online:
-            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.bc_weight)
+            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.bc_weight, self.discount)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
-        bc_weight = cfg.bc_weight if cfg.bc_weight_online is None else cfg.bc_weight_online
-        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, bc_weight)
+        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.bc_weight, self.discount)
+
+    @property
+    def needs_returns(self) -> bool:
+        """The bound reads the MC return: online episodes are stored with theirs only
+        while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL)."""
+        return self.settings().bound
 
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic,
                     self.log_alpha, self.log_alpha_prime)
 
-    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+    def update(self, batch: Batch) -> dict[str, float]:
         """One official Cal-QL step on a batch (numpy or torch); returns float metrics."""
         batch = batch_to_torch(batch, self.device)
-        check_batch(batch, self.action_dim)
+        check_batch(batch, self.action_dim, BATCH_KEYS)
         losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
-        total = sum(losses.values())
-        if not torch.isfinite(total):
-            bad = {k: float(v.detach()) for k, v in losses.items()}
-            raise NonFiniteLossError(f"non-finite loss at update {self.num_updates}: {bad}")
-        for opt in self.optimizers.values():
-            opt.zero_grad(set_to_none=True)
-        total.backward()
-        for opt in self.optimizers.values():
-            opt.step()
+        apply_losses(losses, self.optimizers.values(), self.num_updates)
         self._update_target()
         self.num_updates += 1
         names = list(metrics)
@@ -185,54 +155,6 @@ class CalQLLearner:
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
             self.log_alpha_prime.copy_(state["log_alpha_prime"])
-        lr = self._learning_rates()
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-            for group in opt.param_groups:  # Adam's state restores the saved lr; the config's wins
-                group["lr"] = lr[name]  # (a flag given on --run.resume, e.g. --learner.actor-lr, applies)
+        load_optimizers(self.optimizers, state["optimizers"], self._learning_rates())
         self.set_online(bool(state["online"]))
         self.num_updates = int(state["num_updates"])
-
-
-def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: torch.device) -> tuple[Obs, bool]:
-    """One observation or a batch -> (batched float32/uint8 tensor(s) on device, was it single)."""
-    single = _is_single(obs)
-    tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, device)["o"]
-    if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
-        tensor = tensor.float()
-    return tensor, single
-
-
-def _is_single(obs: np.ndarray | dict[str, np.ndarray]) -> bool:
-    if isinstance(obs, dict):
-        return "state" in obs and np.asarray(obs["state"]).ndim == 1
-    return np.asarray(obs).ndim == 1
-
-
-def _add_batch_dim(obs):
-    if isinstance(obs, dict):
-        return {k: np.asarray(v)[None] for k, v in obs.items()}
-    return np.asarray(obs, dtype=np.float32)[None]
-
-
-REQUIRED_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")
-
-
-def check_batch(batch: dict[str, Any], action_dim: int) -> None:
-    """Fail with a message naming the key on a malformed batch (shapes, dtypes, NaNs)."""
-    missing = [k for k in REQUIRED_KEYS if k not in batch]
-    if missing:
-        raise KeyError(f"batch is missing keys {missing}; expected {list(REQUIRED_KEYS)}")
-    actions = batch["actions"]
-    if actions.ndim != 2 or actions.shape[1] != action_dim:
-        raise ValueError(f"batch['actions'] has shape {tuple(actions.shape)}, expected (B, {action_dim})")
-    size = actions.shape[0]
-    for key in ("rewards", "dones", "mc_returns"):
-        if tuple(batch[key].shape) != (size,):
-            raise ValueError(f"batch['{key}'] has shape {tuple(batch[key].shape)}, expected ({size},)")
-        if not batch[key].is_floating_point():
-            raise ValueError(f"batch['{key}'] must be floating point, got {batch[key].dtype}")
-    finite = torch.stack([torch.isfinite(batch[k]).all() for k in ("actions", "rewards", "mc_returns")])
-    if not bool(finite.all()):
-        names = [k for k, ok in zip(("actions", "rewards", "mc_returns"), finite.tolist()) if not ok]
-        raise ValueError(f"batch has non-finite values in {names}")

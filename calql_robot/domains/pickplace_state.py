@@ -15,11 +15,12 @@ import numpy as np
 
 from encoders.normalize import ObsNormalizer
 
-from calql_robot.agents import Algo
 from calql_robot.agents.bc import BCConfig
-from calql_robot.config import LearnerConfig, LoopConfig, RewardConfig, RunConfig
+from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
+from calql_robot.agents.catalog import Algo
+from calql_robot.config import LoopConfig, RewardConfig, RunConfig
+from calql_robot.domains.base import Domain, obs_spec_of
 from calql_robot.errors import ConfigError
-from calql_robot.experiment import Domain, obs_spec_of
 from data.replay import EpisodeReplayBuffer
 
 N_OBJECTS = 5  # sim.objects.N_TASK_OBJECTS (not imported here: sim/ loads pybullet)
@@ -41,39 +42,14 @@ class ScriptedDataConfig:
     """Collection processes."""
 
 
-def default_state_learner() -> LearnerConfig:
-    """The state preset's learner, set by measurement (RESULTS.md, "Making it learn").
-
-    - critic-greedy binary gripper: a tanh-Gaussian gripper dim stayed "open" (SPEC section 8);
-    - Lagrange CQL with gap 0.8 and reward 10r - 5 (the AntMaze form): fixed w = 5 with
-      r in {0, 1} let the values drift far above the achievable 1 (RESULTS.md, sessions 1-2);
-    - actor lr 1e-3: 1e-4 (official) barely moved the actor in these budgets;
-    - 4 CQL actions per set (paper: 10): 1.6x faster on the CPU; with both gripper values
-      enumerated each policy set is already 8 critic evaluations per state;
-    - the TD3+BC actor term (bc_weight 2.5), a named option and not part of Cal-QL: without
-      it the same preset reached 0.45 at the switch and dipped to 0.0-0.15 online;
-    - CQL weight 5 online as offline (the visual column's 0.5 online let the CQL gap jump
-      from 0.4 to 20 within 600 env steps and success fall 0.75 -> 0.0; with 5: 0.75 -> 0.6).
-    With observations standardised by `encoders.normalize` (std floor and clip), this preset
-    reached 0.77 success at the switch and 0.92 after 3,000 online env steps (3 seeds;
-    RESULTS.md, session 4).
-    Pass `--learner.bc-weight 0` for pure Cal-QL, `--learner.no-calql-bound` for CQL.
-    """
-    return LearnerConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=1e-3, cql_weight=5.0,
-                         cql_weight_online=None, lagrange=True, target_action_gap=0.8, cql_n_actions=4,
-                         backup_k=4, discrete_gripper=True, bc_weight=2.5)
-
-
 @dataclass
 class StateExperimentConfig:
-    """Cal-QL on the privileged-state pick-and-place task (fast, CPU-sized)."""
+    """Cal-QL on the privileged-state pick-and-place task (fast, CPU-sized).
 
-    learner: LearnerConfig = field(default_factory=default_state_learner)
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(
-        offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
-        eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=10.0, bias=-5.0, failure_reward=0.0))
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-state"))
+    The learner is Cal-QL's `pickplace_state` preset (`agents/calql.py`, which says what it
+    adds to the paper's method and why). Fields in the order `--help` shows them: data,
+    algorithm and loop first, the expert knobs last."""
+
     data: ScriptedDataConfig = field(default_factory=ScriptedDataConfig)
     target: int = 0
     """Target object (0..4) of the task trained and evaluated."""
@@ -81,12 +57,38 @@ class StateExperimentConfig:
     """Distractor object (0..4) of the task."""
     algo: Algo = "calql"
     """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
-    bc: BCConfig = field(default_factory=BCConfig)
-    """Behaviour cloning's settings (used with --algo bc)."""
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(
+        offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
+        eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
     normalize_obs: bool = True
     """Standardise observations by the offline data's mean and std (fixed; saved in checkpoints)."""
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=10.0, bias=-5.0, failure_reward=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-state"))
+    learner: CalQLConfig = field(default_factory=CALQL_PRESETS["pickplace_state"])
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning's settings (used with --algo bc)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
+
+
+def make_state_env(cfg: StateExperimentConfig):
+    """The task's env: privileged flat observations, frames for videos and rollouts."""
+    from sim import make_pickplace
+
+    return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
+
+
+def rollout_modules(cfg: StateExperimentConfig, env) -> tuple[ObsNormalizer | None, int]:
+    """(encoder slot, feature_dim) of a run rebuilt for a rollout: the checkpoint's encoder
+    buffers overwrite the placeholder statistics."""
+    dim = int(env.observation_space.shape[0])
+    return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
+
+
+def prepare_state_config(cfg: StateExperimentConfig) -> StateExperimentConfig:
+    """Before the run directory is touched: check every flag."""
+    check_state_config(cfg)
+    return cfg
 
 
 def check_state_config(cfg: StateExperimentConfig) -> None:
@@ -108,11 +110,10 @@ def check_state_config(cfg: StateExperimentConfig) -> None:
 
 def build_state_domain(cfg: StateExperimentConfig) -> Domain:
     """Collect the scripted data and load it, with MC returns, into an offline buffer."""
-    from sim import make_pickplace
     from sim.collect import collect_episodes
 
     def make_env():
-        return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
+        return make_state_env(cfg)
 
     check_state_config(cfg)
     d = cfg.data
@@ -126,7 +127,7 @@ def build_state_domain(cfg: StateExperimentConfig) -> Domain:
         episodes = [binarize_gripper(ep) for ep in episodes]
     steps = sum(len(ep["rewards"]) for ep in episodes)
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=steps + len(episodes))
-    offline.add_episodes(episodes, cfg.learner.discount, cfg.reward.failure_reward, cfg.reward.scale,
+    offline.add_episodes(episodes, cfg.reward.discount, cfg.reward.failure_reward, cfg.reward.scale,
                          cfg.reward.bias)
     success = float(np.mean([ep["success"] for ep in episodes]))
     print(f"offline data: {len(episodes)} scripted episodes, {steps} transitions, success {success:.2f}")

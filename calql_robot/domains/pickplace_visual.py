@@ -25,14 +25,16 @@ from typing import Literal
 
 import gymnasium as gym
 import numpy as np
+from torch import nn
 
-from calql_robot.agents import Algo
 from calql_robot.agents.bc import BCConfig
-from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
+from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
+from calql_robot.agents.catalog import Algo
+from calql_robot.config import LoopConfig, RewardConfig, RunConfig
+from calql_robot.domains.base import Domain, obs_spec_of
 from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
                                   reusable_dataset)
 from calql_robot.errors import ConfigError, DatasetError
-from calql_robot.experiment import Domain, obs_spec_of
 from data.replay import EpisodeReplayBuffer
 
 DOMAIN_NAME = "pickplace_visual"
@@ -56,48 +58,36 @@ class EncoderConfig:
 
 @dataclass
 class VisualExperimentConfig:
-    """Cal-QL from pixels: offline pre-training on many tasks, fine-tuning on a held-out one."""
+    """Cal-QL from pixels: offline pre-training on many tasks, fine-tuning on a held-out one.
 
-    learner: LearnerConfig = field(default_factory=lambda: dataclasses.replace(LEARNER_PRESETS["visual"]))
-    loop: LoopConfig = field(default_factory=LoopConfig)
-    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0))
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-visual"))
+    Fields in the order `--help` shows them: what a user changes first (the data, the
+    algorithm, the loop's budget), then the encoder, rewards, run and the agents' knobs."""
+
     data: PickPlaceDataConfig = field(default_factory=PickPlaceDataConfig)
     dataset: str | None = None
     """Train on this existing HDF5 file as it is, whatever settings produced it; its recorded
     collection settings replace --data.* (shown, and saved in the run's config.json)."""
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
     algo: Algo = "calql"
     """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
-    bc: BCConfig = field(default_factory=BCConfig)
-    """Behaviour cloning's settings (used with --algo bc)."""
-    normalize_state: bool = True
-    """Standardise the proprio state by the offline data's mean and std (fixed; in checkpoints)."""
-    video: bool = True
-    """Write an mp4 of the first episode of every evaluation into <run_dir>/videos."""
+    loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
+    video: bool = True
+    """Write an mp4 of the first episode of every evaluation into <run_dir>/videos."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    normalize_state: bool = True
+    """Standardise the proprio state by the offline data's mean and std (fixed; in checkpoints)."""
+    reward: RewardConfig = field(default_factory=lambda: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="pickplace-visual"))
+    learner: CalQLConfig = field(default_factory=CALQL_PRESETS["visual_paper"])
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning's settings (used with --algo bc)."""
     domain: Literal["pickplace_visual"] = DOMAIN_NAME
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
     def resolved_task(self) -> tuple[int, int]:
         task = self.data.held_out_task if self.finetune_task is None else self.finetune_task
         return int(task[0]), int(task[1])
-
-
-def _cpu_learner() -> LearnerConfig:
-    """The visual CPU preset's learner: the state preset's recipe (RESULTS.md, "Making it
-    learn": binary critic-greedy gripper, Lagrange CQL gap 0.8 with reward 10r - 5, actor lr
-    1e-3, 4 CQL actions, the named TD3+BC actor term, CQL weight 5 online as offline: the
-    visual column's 0.5 online collapsed the state runs) with max backup k=4, plus the
-    auxiliary BC loss on the shared encoder at weight 3000 (`bc_encoder_weight`, not part of
-    Cal-QL): trained by the critic loss alone, the features left the actor's arm unable to
-    find the cube (0.10 at the switch, 0 after fine-tuning, 3 seeds); at 3000 the two
-    gradients on the encoder are about equal and the same runs reached 0.30 and 0.23
-    (RESULTS.md, session 5)."""
-    return dataclasses.replace(LEARNER_PRESETS["visual"], cql_weight_online=None, actor_lr=1e-3, lagrange=True,
-                               target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True, bc_weight=2.5,
-                               bc_encoder_weight=3000.0)
 
 
 def _cpu_preset() -> VisualExperimentConfig:
@@ -124,7 +114,7 @@ def _cpu_preset() -> VisualExperimentConfig:
     steps; forked from the same three switches, 0.9 kept it (finals 0.42 against 0.45 at
     the switch over 100 episodes; 0.47 over the runs' 20; RESULTS.md, session 7)."""
     return VisualExperimentConfig(
-        learner=_cpu_learner(),
+        learner=CALQL_PRESETS["visual_cpu"](),
         loop=LoopConfig(offline_steps=8000, online_env_steps=2500, utd=1, batch_size=64, mixing_ratio=0.9,
                         eval_episodes=20, eval_every_offline=2000, eval_every=500, checkpoint_every=1000,
                         log_every=100),
@@ -140,7 +130,7 @@ def _paper_preset() -> VisualExperimentConfig:
     weight 5 offline / 0.5 online, max backup k=4, mixing ratio 0.5, batch 256; eval 20
     episodes every 2000 env steps; PTR-like data: 24 tasks x 100 episodes at 64 px."""
     return VisualExperimentConfig(
-        learner=dataclasses.replace(LEARNER_PRESETS["visual"]),
+        learner=CALQL_PRESETS["visual_paper"](),
         loop=LoopConfig(offline_steps=50_000, online_env_steps=100_000, utd=5, batch_size=256, mixing_ratio=0.5,
                         eval_episodes=20, eval_every_offline=5000, eval_every=2000, checkpoint_every=2000,
                         log_every=500),
@@ -168,6 +158,19 @@ def make_visual_modules(cfg: VisualExperimentConfig, observation_space: gym.Spac
     encoder = ImageStateEncoder.from_obs_spec(observation_space, kind=cfg.encoder.kind,
                                               latent_dim=cfg.encoder.latent_dim)
     return encoder, RandomShift(cfg.encoder.shift_pad), encoder.feature_dim
+
+
+def rollout_modules(cfg: VisualExperimentConfig, env: gym.Env) -> tuple[nn.Module, int]:
+    """(encoder, feature_dim) of a run rebuilt for a rollout; the checkpoint fills the weights."""
+    encoder, _, feature_dim = make_visual_modules(cfg, env.observation_space)
+    return encoder, feature_dim
+
+
+def prepare_visual_config(cfg: VisualExperimentConfig) -> VisualExperimentConfig:
+    """Before the run directory is touched: adopt `--dataset`'s settings, check every flag."""
+    cfg = adopt_dataset(cfg)
+    check_visual_config(cfg)
+    return cfg
 
 
 def check_visual_config(cfg: VisualExperimentConfig) -> None:
@@ -230,7 +233,7 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
     if cfg.algo == "calql" and cfg.learner.discrete_gripper:
         actions = binarize_gripper_flat(actions, data.observations["state"], data.length)
     offline.add_episode_arrays(data.observations, actions, data.rewards, data.terminals, data.timeouts,
-                               data.length, cfg.learner.discount, cfg.reward.failure_reward,
+                               data.length, cfg.reward.discount, cfg.reward.failure_reward,
                                cfg.reward.scale, cfg.reward.bias)
     states = np.asarray(data.observations["state"], np.float64)
     return offline, float(np.mean(data.success)), (states.mean(axis=0), states.std(axis=0))

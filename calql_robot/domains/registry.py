@@ -19,8 +19,11 @@ from typing import Any, Callable, Literal
 
 import gymnasium as gym
 
-from calql_robot.config import LEARNER_PRESETS, LearnerConfig, LoopConfig, RewardConfig, RunConfig
-from calql_robot.experiment import Domain
+from calql_robot.agents.bc import BCConfig
+from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
+from calql_robot.agents.catalog import Algo
+from calql_robot.config import LoopConfig, RewardConfig, RunConfig
+from calql_robot.domains.base import Domain
 from data.transitions import Transitions
 
 Family = Literal["antmaze", "kitchen", "adroit"]
@@ -73,6 +76,10 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 """SPEC section 4: rewards, budgets, mixing ratios, horizons. Kitchen's mixing ratio is
 listed as -1/0.25/0.5 in the paper; 0.25 is used for all three datasets."""
 
+PICKPLACE = "pickplace"
+"""The default task of train_state.py: the privileged-state pick-and-place domain (its own
+module, `domains/pickplace_state.py`; not a line of `TASKS`)."""
+
 TaskName = Literal["antmaze-umaze", "antmaze-umaze-diverse", "antmaze-medium-play",
                    "antmaze-medium-diverse", "antmaze-large-play", "antmaze-large-diverse",
                    "kitchen-complete", "kitchen-partial", "kitchen-mixed", "pen", "door",
@@ -97,16 +104,20 @@ class TaskExperimentConfig:
     preset: Literal["smoke", "paper"] = "smoke"
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
+    algo: Algo = "calql"
+    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
     normalize_obs: bool = True
     """Standardise observations by the offline data's mean and std (fixed; saved in checkpoints)."""
     videos: bool = False
     """Record evaluation videos (set MUJOCO_GL=egl when headless)."""
-    learner: LearnerConfig = field(default_factory=LearnerConfig)
-    loop: LoopConfig = field(default_factory=LoopConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    learner: CalQLConfig = field(default_factory=CalQLConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning's settings (used with --algo bc)."""
     domain: Literal["state_task"] = "state_task"
     """Which kind of config this is."""
 
@@ -123,7 +134,7 @@ def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
     t = TASKS[task]
-    learner = dataclasses.replace(LEARNER_PRESETS[t.family])
+    learner = CALQL_PRESETS[t.family]()
     if preset == "paper":
         loop = LoopConfig(offline_steps=t.offline_steps, online_env_steps=t.online_env_steps,
                           utd=1, batch_size=256, mixing_ratio=t.mixing_ratio, eval_episodes=20,
@@ -299,8 +310,8 @@ def build_task_domain(cfg: TaskExperimentConfig) -> Domain:
     data, options = load_task_dataset(cfg.task, cfg.dataset, cfg.format, cfg.minari_root,
                                       cfg.trust_pickle)
     r = cfg.reward
-    offline = buffer_from_transitions(data, cfg.learner.discount, r.scale, r.bias, r.failure_reward)
-    s = dataset_summary(data, cfg.learner.discount, r.scale, r.bias, r.failure_reward)
+    offline = buffer_from_transitions(data, cfg.reward.discount, r.scale, r.bias, r.failure_reward)
+    s = dataset_summary(data, cfg.reward.discount, r.scale, r.bias, r.failure_reward)
     print(f"offline data: {s['transitions']} transitions, {s['trajectories']} trajectories, "
           f"{s['terminals']} terminals, {s['timeouts']} timeouts, MC return "
           f"[{s['mc_return_min']:.2f}, {s['mc_return_max']:.2f}]")
@@ -326,34 +337,15 @@ def task_table() -> str:
     return "\n".join(rows)
 
 
-PICKPLACE = "pickplace"
-"""The default task of train_state.py: the privileged-state pick-and-place domain."""
+def make_rollout_env(cfg: TaskExperimentConfig) -> gym.Env:
+    """The env a run trained in, rebuilt from its config alone (frames for videos)."""
+    return make_task_env(cfg.task, cfg.horizon, "rgb_array", task_env_options(cfg))
 
 
-def parse_state_cli(argv: list[str]) -> Any:
-    """train_state.py's config: pick-and-place (default) or a registry task with its preset.
+def rollout_modules(cfg: TaskExperimentConfig, env: gym.Env) -> tuple[Any, int]:
+    """(encoder slot, feature_dim) of a run rebuilt for a rollout: the checkpoint's encoder
+    buffers overwrite the placeholder statistics."""
+    from encoders.normalize import ObsNormalizer
 
-    ``--task`` and ``--preset`` are read first, because they choose the defaults every other
-    flag overrides; the rest is parsed by tyro against that task's config, so
-    ``--task antmaze-umaze --loop.offline-steps 50`` is the smoke preset with 50 updates.
-    """
-    import argparse
-
-    from calql_robot.errors import ConfigError
-    from calql_robot.experiment import parse_config
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--task", default=PICKPLACE, choices=[PICKPLACE, *TASKS])
-    pre.add_argument("--preset", default="smoke", choices=["smoke", "paper"])
-    known, rest = pre.parse_known_args(argv)
-    tasks = f"Tasks (--task NAME; default {PICKPLACE}):\n  {PICKPLACE:<24} the privileged-state " \
-            f"pick-and-place task (options below)\n{task_table()}\n"
-    if known.task == PICKPLACE:
-        from calql_robot.domains.pickplace_state import StateExperimentConfig
-        if known.preset != "smoke":
-            raise ConfigError("--preset paper is defined for the registry tasks; pick-and-place "
-                              "budgets are set with --loop.* flags")
-        return parse_config(StateExperimentConfig, rest, description=f"Cal-QL on a state task.\n\n{tasks}")
-    default = preset_config(known.task, known.preset)
-    return parse_config(TaskExperimentConfig, argv, default=default,
-                        description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")
+    dim = int(env.observation_space.shape[0])
+    return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim

@@ -170,6 +170,12 @@ def calibration_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figur
     return fig
 
 
+def has_calibration_metrics(metrics_path: Path) -> bool:
+    """Whether the run logged any calibration key (agents with a critic and MC returns do;
+    behaviour cloning does not), so the loop draws calibration.png only for those."""
+    return any(isinstance(r.get(k), (int, float)) for r in read_metrics(Path(metrics_path)) for k in CALIBRATION_KEYS)
+
+
 def plot_calibration(metrics_path: Path, out_path: Path) -> Path:
     """Draw `calibration_figure` of `metrics_path` into the PNG `out_path` (atomically)."""
     metrics_path, out_path = Path(metrics_path), Path(out_path)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from calql_robot.run.atomic import atomic_write
-from calql_robot.errors import is_no_space, no_space
+from calql_robot.errors import ConfigError, is_no_space, no_space
 
 CONFIG_FILE = "config.json"
 DERIVED_KEYS = ("obs_normalization",)
@@ -66,6 +66,58 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (calql_robot/run/atomic.py): a crash mid-write must
     leave either the old file or the new one, never half a file."""
     atomic_write(path, lambda f: f.write(text))
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A run's config.json as a dict of config fields only (the derived facts of its data,
+    `DERIVED_KEYS`, taken out), upgraded from older layouts (`upgrade_legacy_fields`); a
+    file that is not a JSON object is a ConfigError."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not a JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    for key in DERIVED_KEYS:  # facts of the run's data, not config fields
+        data.pop(key, None)
+    return upgrade_legacy_fields(data, str(path))
+
+
+REMOVED_LEARNER_OPTIONS: dict[str, Any] = {
+    "bc_weight_online": None, "bc_offline_only": False, "freeze_encoder_online": False, "q_init_mc": False,
+    "auto_alpha": True, "target_entropy": None, "orthogonal_init": True}
+"""Learner options of earlier code, removed in issue 17, with the value this code always
+uses: the first four were tuning options no preset adopted (RESULTS.md, sessions 4-7, keeps
+what each did), the last three SPEC constants no preset or test varied. (`fixed_alpha` went
+with `auto_alpha`: it was read only when the temperature was not tuned.)"""
+
+
+def upgrade_legacy_fields(data: dict[str, Any], where: str = "config") -> dict[str, Any]:
+    """Fields of configs saved by earlier code, mapped to what they meant, so old run
+    directories still load, resume and roll out:
+    - `learner.bc_trains_encoder` (session 4) put the BC term on the encoder at the actor's
+      bc_weight, which is `bc_encoder_weight = bc_weight`;
+    - `learner.discount` is `reward.discount` (issue 17: the data, the returns and every
+      agent read one discount);
+    - the removed options (`REMOVED_LEARNER_OPTIONS`) are dropped; where a run had set one
+      otherwise, a note says that this code runs without it."""
+    learner = data.get("learner")
+    if not isinstance(learner, dict):
+        return data
+    if "bc_trains_encoder" in learner:
+        if learner.pop("bc_trains_encoder") and "bc_encoder_weight" not in learner:
+            learner["bc_encoder_weight"] = learner.get("bc_weight", 0.0)
+    if "discount" in learner:
+        discount = learner.pop("discount")
+        if isinstance(data.get("reward"), dict):
+            data["reward"].setdefault("discount", discount)
+    fixed_alpha = learner.pop("fixed_alpha", None)
+    for name, always in REMOVED_LEARNER_OPTIONS.items():
+        if name in learner and learner.pop(name) != always:
+            extra = f" (fixed_alpha {fixed_alpha})" if name == "auto_alpha" else ""
+            print(f"{where}: learner.{name}{extra} was set, an option removed in issue 17 (RESULTS.md keeps "
+                  f"its record); this code runs as with {always!r}", flush=True)
+    return data
 
 
 def to_jsonable(obj: Any, where: str = "config") -> Any:
@@ -276,7 +328,7 @@ class RunLogger:
         if mode == "disabled":
             return None
         os.environ.setdefault("WANDB_SILENT", "true")
-        import wandb  # noqa: PLC0415 - lazy on purpose
+        import wandb  # lazy: only runs that log to wandb load it
 
         id_path = self.run_dir / WANDB_ID_FILE
         run_id = id_path.read_text().strip() if id_path.is_file() else _new_wandb_id()

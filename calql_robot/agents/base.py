@@ -1,0 +1,167 @@
+"""The agent contract: what the loop, the experiment, checkpoints and rollouts may ask of
+any method, and the helpers every agent shares.
+
+The loop never asks which class it holds (d3rlpy's agents declare `need_returns_to_go`;
+rlpd's `agents/agent.py` is the small shared base): an agent says whether it learns
+online and whether its online rows need Monte-Carlo returns, and it is driven only through
+`update`, `act`, `set_online` and its state dict. `apply_losses` is the one place where
+gradients are taken and optimizers stepped, so a precision or compile option added later
+reaches every agent at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import nn
+
+Obs = torch.Tensor | dict[str, torch.Tensor]
+Batch = dict[str, Any]
+
+
+@dataclass
+class AgentSpec:
+    """What a run gives every agent besides its own config: sizes, the domain's encoder
+    slot (an observation normaliser, an image encoder, or None for raw features), the
+    batch augmentation, the discount of `--reward.discount`, and the device."""
+
+    feature_dim: int
+    action_dim: int
+    discount: float = 0.99
+    encoder: nn.Module | None = None
+    augment: nn.Module | None = None
+    device: str | torch.device = "cpu"
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """What every method implements (`agents/catalog.py` lists them)."""
+
+    learns_online: bool
+    """False: the loop skips the online phase (behaviour cloning is a reference, not a
+    fine-tuning method)."""
+    online: bool
+    """The phase: False while pre-training, True after `set_online(True)`."""
+    device: torch.device
+    encoder: nn.Module
+    """The observation encoder slot (Identity for raw features); rollouts put it in eval mode."""
+
+    @property
+    def needs_returns(self) -> bool:
+        """Whether `update` reads `batch["mc_returns"]` in the current phase; online
+        episodes are stored with their Monte-Carlo returns only then (else G = 0)."""
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step on a batch (numpy or torch arrays); float metrics."""
+
+    def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        """Action(s) for one observation or a batch of them."""
+
+    def set_online(self, online: bool) -> None:
+        """Switch to the fine-tuning phase's settings."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so checkpoints load with `weights_only=True`."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; the config's learning rates win over the saved ones."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised before any parameter changes when a loss is NaN or infinite."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def batch_to_torch(batch: Batch, device: torch.device) -> dict[str, Obs]:
+    """numpy batch -> tensors on device; uint8 images stay uint8 (the encoder divides)."""
+    def convert(value):
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(value).to(device, non_blocking=True)
+        return value
+    return {k: convert(v) for k, v in batch.items()}
+
+
+def obs_to_tensor(obs: np.ndarray | dict[str, np.ndarray], device: torch.device) -> tuple[Obs, bool]:
+    """One observation or a batch -> (batched float32/uint8 tensor(s) on device, was it single)."""
+    single = _is_single(obs)
+    tensor = batch_to_torch({"o": _add_batch_dim(obs) if single else obs}, device)["o"]
+    if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
+        tensor = tensor.float()
+    return tensor, single
+
+
+def _is_single(obs: np.ndarray | dict[str, np.ndarray]) -> bool:
+    if isinstance(obs, dict):
+        return "state" in obs and np.asarray(obs["state"]).ndim == 1
+    return np.asarray(obs).ndim == 1
+
+
+def _add_batch_dim(obs):
+    if isinstance(obs, dict):
+        return {k: np.asarray(v)[None] for k, v in obs.items()}
+    return np.asarray(obs, dtype=np.float32)[None]
+
+
+def apply_losses(losses: Mapping[str, torch.Tensor], optimizers: Iterable[torch.optim.Optimizer],
+                 update: int) -> None:
+    """Sum the losses, refuse a non-finite one before any parameter changes, then one
+    backward pass and one step of every optimizer.
+
+    Summing is exact when the losses reach disjoint parameters (each agent's tests check
+    its isolation), and it is one backward instead of one per loss."""
+    total = sum(losses.values())
+    if not torch.isfinite(total):
+        bad = {k: float(v.detach()) for k, v in losses.items()}
+        raise NonFiniteLossError(f"non-finite loss at update {update}: {bad}")
+    optimizers = list(optimizers)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    total.backward()
+    for opt in optimizers:
+        opt.step()
+
+
+def load_optimizers(optimizers: Mapping[str, torch.optim.Optimizer], states: Mapping[str, Any],
+                    learning_rates: Mapping[str, float]) -> None:
+    """Restore each optimizer's state, then set the config's learning rate: Adam's state
+    restores the saved lr, so a flag given on `--run.resume` (e.g. `--learner.actor-lr`)
+    would otherwise be silently ignored."""
+    for name, opt in optimizers.items():
+        opt.load_state_dict(states[name])
+        for group in opt.param_groups:
+            group["lr"] = learning_rates[name]
+
+
+def check_batch(batch: Mapping[str, Any], action_dim: int, keys: tuple[str, ...]) -> None:
+    """Fail with a message naming the key on a malformed batch (shapes, dtypes, NaNs).
+    `keys` are the batch keys the agent reads (observations and actions among them)."""
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"batch is missing keys {missing}; expected {list(keys)}")
+    actions = batch["actions"]
+    if actions.ndim != 2 or actions.shape[1] != action_dim:
+        raise ValueError(f"batch['actions'] has shape {tuple(actions.shape)}, expected (B, {action_dim})")
+    size = actions.shape[0]
+    scalars = [k for k in ("rewards", "dones", "mc_returns") if k in keys]
+    for key in scalars:
+        if tuple(batch[key].shape) != (size,):
+            raise ValueError(f"batch['{key}'] has shape {tuple(batch[key].shape)}, expected ({size},)")
+        if not batch[key].is_floating_point():
+            raise ValueError(f"batch['{key}'] must be floating point, got {batch[key].dtype}")
+    checked = ["actions"] + [k for k in ("rewards", "mc_returns") if k in keys]
+    finite = torch.stack([torch.isfinite(batch[k]).all() for k in checked])
+    if not bool(finite.all()):
+        names = [k for k, ok in zip(checked, finite.tolist()) if not ok]
+        raise ValueError(f"batch has non-finite values in {names}")

@@ -1,0 +1,87 @@
+"""Command lines of the training entry points: `train_state.py` and `train_visual.py`
+parse here, with a resumed run's saved config as the defaults that flags override.
+
+Parsing is tyro over the typed configs (CleanRL's style); `--task` / `--preset` are read
+first because they choose the defaults every other flag overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+from calql_robot.config import from_dict
+from calql_robot.domains.pickplace_state import StateExperimentConfig
+from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS, VisualExperimentConfig
+from calql_robot.domains.registry import PICKPLACE, TASKS, TaskExperimentConfig, preset_config, task_table
+from calql_robot.errors import ConfigError
+from calql_robot.run.runlog import CONFIG_FILE, read_config_json
+
+def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
+    """On `--run.resume --run.run-dir D`: the typed config saved in D/config.json, meant as
+    the parser's defaults, so a resumed run continues with its own settings (issue 9: the
+    README's resume command passes no other flag) while flags given now still override
+    them; None when not resuming or when D has no config (prepare_run_dir says so)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--run.resume", dest="resume", action="store_true")
+    pre.add_argument("--run.no-resume", dest="resume", action="store_false")
+    pre.add_argument("--run.run-dir", "--run.run_dir", dest="run_dir")
+    known, _ = pre.parse_known_args(argv)
+    path = Path(known.run_dir) / CONFIG_FILE if known.resume and known.run_dir else None
+    if path is None or not path.is_file():
+        return None
+    data = read_config_json(path)
+    want = getattr(cls, "__dataclass_fields__", {}).get("domain")
+    if want is not None and data.get("domain", want.default) != want.default:
+        raise ConfigError(f"--run.run-dir {known.run_dir} is a {data.get('domain')} run, not a {want.default} one",
+                          "resume it with the entry point that started it")
+    try:
+        saved = from_dict(cls, data, str(path))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(" ".join(str(err).split()), "was the run made by another version of this code?") from err
+    print(f"--run.resume: continuing with the settings saved in {path} (flags given now override them)",
+          flush=True)
+    return saved
+
+
+def parse_config(cls: type, argv: list[str], default: Any | None = None, description: str | None = None) -> Any:
+    """`tyro.cli` of an entry point's config, with a resumed run's saved config as default."""
+    base = saved_config_for_resume(cls, argv)
+    return tyro.cli(cls, default=base if base is not None else default, args=argv, description=description)
+
+
+def parse_state_cli(argv: list[str]) -> StateExperimentConfig | TaskExperimentConfig:
+    """train_state.py's config: pick-and-place (default) or a registry task with its preset.
+
+    ``--task`` and ``--preset`` are read first, because they choose the defaults every other
+    flag overrides; the rest is parsed by tyro against that task's config, so
+    ``--task antmaze-umaze --loop.offline-steps 50`` is the smoke preset with 50 updates.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--task", default=PICKPLACE, choices=[PICKPLACE, *TASKS])
+    pre.add_argument("--preset", default="smoke", choices=["smoke", "paper"])
+    known, rest = pre.parse_known_args(argv)
+    tasks = f"Tasks (--task NAME; default {PICKPLACE}):\n  {PICKPLACE:<24} the privileged-state " \
+            f"pick-and-place task (options below)\n{task_table()}\n"
+    if known.task == PICKPLACE:
+        if known.preset != "smoke":
+            raise ConfigError("--preset paper is defined for the registry tasks; pick-and-place "
+                              "budgets are set with --loop.* flags")
+        return parse_config(StateExperimentConfig, rest, description=f"Cal-QL on a state task.\n\n{tasks}")
+    default = preset_config(known.task, known.preset)
+    return parse_config(TaskExperimentConfig, argv, default=default,
+                        description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")
+
+
+def parse_visual_cli(argv: list[str], doc: str = "") -> VisualExperimentConfig:
+    """train_visual.py's config: `--preset` picks the base config; tyro then overrides any
+    of its fields."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(VISUAL_PRESETS), default="cpu")
+    known, rest = pre.parse_known_args(argv)
+    description = (f"{doc}\nPreset: {known.preset} (choices: {', '.join(sorted(VISUAL_PRESETS))}; "
+                   f"pass --preset NAME first).")
+    return parse_config(VisualExperimentConfig, rest, default=VISUAL_PRESETS[known.preset], description=description)

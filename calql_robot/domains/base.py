@@ -1,0 +1,36 @@
+"""What every domain hands the experiment: `Domain` (an env factory, the filled offline
+buffer, the encoder slot), and `obs_spec_of`, the replay buffer's view of an env's
+observation space. Domains import this file; nothing here imports a domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from torch import nn
+
+from data.replay import EpisodeReplayBuffer
+
+
+@dataclass
+class Domain:
+    """What differs between domains."""
+
+    make_env: Callable[[], gym.Env]
+    offline: EpisodeReplayBuffer
+    feature_dim: int
+    encoder: nn.Module | None = None
+    augment: nn.Module | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+    """Facts the domain derived from its data (e.g. `obs_normalization`), added to config.json."""
+
+
+def obs_spec_of(space: gym.Space) -> Any:
+    """The replay buffer's observation spec for a Box or a Dict of Boxes."""
+    if isinstance(space, gym.spaces.Dict):
+        return {k: (tuple(s.shape), s.dtype) for k, s in space.spaces.items()}
+    if isinstance(space, gym.spaces.Box):
+        return (tuple(space.shape), np.dtype(np.float32))
+    raise TypeError(f"observation space {space} is neither a Box nor a Dict of Boxes")
