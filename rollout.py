@@ -22,8 +22,8 @@ import tyro
 from calql_robot.errors import ConfigError, cli_main
 from calql_robot.loop import eval_seed_base
 from calql_robot.policy_io import load_policy, policy_fn
-from calql_robot.rollouts import is_success
-from calql_robot.run.video import VideoRecorder, caption
+from calql_robot.rollouts import run_episode
+from calql_robot.run.video import VideoRecorder
 
 
 @dataclass
@@ -77,7 +77,10 @@ def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
     successes, returns = [], []
     try:
         for i in range(cfg.episodes):
-            success, ret = record_episode(env, policy, eval_seed_base(seed) + i, i, recorder, cfg.hold)
+            episode = run_episode(env, policy, eval_seed_base(seed) + i, recorder, index=i)
+            for _ in range(cfg.hold):  # the last frame again, so the episode's result stays readable
+                recorder.add(recorder.frames[-1])
+            success, ret = episode["success"], episode["return"]
             successes.append(success)
             returns.append(ret)
             print(f"episode {i}: {'success' if success else 'fail'}, return {ret:.2f}", flush=True)
@@ -91,25 +94,6 @@ def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
           f"over {cfg.episodes} episodes, mean return {result['mean_return']:.2f}; video {out}"
           + (f" and {out.with_suffix('.gif')}" if cfg.gif else ""))
     return result
-
-
-def record_episode(env, policy, seed: int, index: int, recorder: VideoRecorder, hold: int) -> tuple[bool, float]:
-    """One episode to termination or time limit, every frame captioned with episode, step,
-    return so far and success; the last frame is repeated `hold` times."""
-    obs, _ = env.reset(seed=int(seed))
-    success, total, step = False, 0.0, 0
-    recorder.add(env.render(), [caption(index, step, total, success)])
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(np.asarray(policy(obs), dtype=np.float32))
-        step += 1
-        total += float(reward)
-        success = success or is_success(info, terminated)
-        done = terminated or truncated
-        recorder.add(env.render(), [caption(index, step, total, success)])
-    for _ in range(hold):
-        recorder.add(recorder.frames[-1])
-    return success, total
 
 
 if __name__ == "__main__":

@@ -30,18 +30,24 @@ def _stack(rows: list[Any]) -> np.ndarray | dict[str, np.ndarray]:
     return np.asarray(rows, dtype=np.float32)
 
 
-def run_episode(env: gym.Env, policy: Policy, seed: int,
-                recorder: VideoRecorder | None = None) -> dict[str, Any]:
-    """Roll one episode to termination or the env's time limit.
+def run_episode(env: gym.Env, policy: Policy, seed: int, recorder: VideoRecorder | None = None,
+                index: int = 0, after_reset: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Roll one episode to termination or the env's time limit: the one policy rollout loop
+    (training episodes, evaluations, rollout.py's videos, scripts/make_test_datasets.py).
 
     A time-limit cut is a timeout, not a terminal (SPEC section 3). The dict also carries
-    `success` (goal reached at any step), `return` (raw), `length`, and `score`: the last
-    step's `info['score']` where the env reports one (Kitchen: sub-tasks solved / 4), else None.
+    `success` (goal reached at any step), `step_success` (per step), `return` (raw),
+    `length`, and `score`: the last step's `info['score']` where the env reports one
+    (Kitchen: sub-tasks solved / 4), else None. Recorded frames are captioned with episode
+    `index`, step, return so far and success. `after_reset(obs) -> obs` may move the start
+    state before the first action (the test datasets' near-goal starts).
     """
     obs, _ = env.reset(seed=int(seed))
-    rows, actions, rewards, terms, touts = [obs], [], [], [], []
+    if after_reset is not None:
+        obs = after_reset(obs)
+    rows, actions, rewards, terms, touts, hits = [obs], [], [], [], [], []
     success, total, score = False, 0.0, None
-    _record(recorder, env, 0, total, success)
+    _record(recorder, env, index, 0, total, success)
     while True:
         action = np.asarray(policy(obs), dtype=np.float32)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -50,21 +56,24 @@ def run_episode(env: gym.Env, policy: Policy, seed: int,
         rewards.append(float(reward))
         terms.append(bool(terminated))
         touts.append(bool(truncated and not terminated))
-        success = success or is_success(info, terminated)
+        hits.append(is_success(info, terminated))
+        success = success or hits[-1]
         score = float(info["score"]) if "score" in info else score
         total += float(reward)
-        _record(recorder, env, len(actions), total, success)
+        _record(recorder, env, index, len(actions), total, success)
         if terminated or truncated:
             break
     return {"observations": _stack(rows), "actions": np.stack(actions),
             "rewards": np.asarray(rewards, np.float32), "terminals": np.asarray(terms, bool),
-            "timeouts": np.asarray(touts, bool), "success": success, "return": total,
+            "timeouts": np.asarray(touts, bool), "step_success": np.asarray(hits, bool), "success": success,
+            "return": total,
             "length": len(actions), "score": score}
 
 
-def _record(recorder: VideoRecorder | None, env: gym.Env, step: int, ret: float, success: bool) -> None:
+def _record(recorder: VideoRecorder | None, env: gym.Env, index: int, step: int, ret: float,
+            success: bool) -> None:
     if recorder is not None and recorder.enabled:
-        recorder.add(env.render(), [caption(0, step, ret, success)])
+        recorder.add(env.render(), [caption(index, step, ret, success)])
 
 
 @dataclass

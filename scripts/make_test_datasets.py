@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from calql_robot.domains.registry import make_task_env  # noqa: E402
+from calql_robot.rollouts import run_episode  # noqa: E402
 from data.writers import write_awac_npy, write_d4rl_hdf5, write_minari  # noqa: E402
 
 Episode = dict[str, Any]
@@ -40,26 +41,13 @@ Episode = dict[str, Any]
 
 def rollout(env: Any, seed: int, near_goal: Callable[[Any, np.random.Generator], np.ndarray] | None,
             rng: np.random.Generator) -> Episode:
-    """One episode of uniform random actions; ``near_goal`` may move the start state."""
-    obs, _ = env.reset(seed=seed)
-    if near_goal is not None:
-        obs = near_goal(env, rng)
-    rows, actions, rewards, terms, touts, goal = [obs], [], [], [], [], []
-    while True:
-        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
-        obs, r, te, tr, info = env.step(a)
-        rows.append(obs)
-        actions.append(a)
-        rewards.append(r)
-        terms.append(te)
-        touts.append(tr and not te)
-        goal.append(bool(info.get("success", False)))
-        if te or tr:
-            break
-    return {"observations": np.asarray(rows, np.float32), "actions": np.asarray(actions),
-            "rewards": np.asarray(rewards, np.float32), "terminals": np.asarray(terms, bool),
-            "timeouts": np.asarray(touts, bool), "goal_achieved": np.asarray(goal, bool),
-            "seed": seed}
+    """One episode of uniform random actions (the project's one policy rollout loop);
+    ``near_goal`` may move the start state."""
+    start = None if near_goal is None else (lambda obs: near_goal(env, rng))
+    episode = run_episode(env, lambda obs: rng.uniform(-1, 1, env.action_space.shape).astype(np.float32), seed,
+                          after_reset=start)
+    return {**{k: episode[k] for k in ("observations", "actions", "rewards", "terminals", "timeouts")},
+            "goal_achieved": episode["step_success"], "seed": seed}
 
 
 def ant_near_goal(env: Any, rng: np.random.Generator) -> np.ndarray:

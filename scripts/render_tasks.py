@@ -23,8 +23,9 @@ import tyro  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
 import sim  # noqa: E402
-from sim import objects  # noqa: E402
+from sim import collect, objects  # noqa: E402
 from sim.scripted import ScriptedConfig, ScriptedPolicy  # noqa: E402
+from calql_robot.run.atomic import replacing  # noqa: E402
 
 
 @dataclass
@@ -49,17 +50,12 @@ def run_episode(target: int, distractor: int, seed: int,
     env = sim.make_pickplace(target, distractor, image_size=16, render_size=cfg.render_size,
                              render_mode="rgb_array")
     policy = ScriptedPolicy(ScriptedConfig(noise=0.0, p_wrong=0.0, p_drop=0.0))
+    frames: list[np.ndarray] = []
     try:
-        env.reset(seed=seed)
-        policy.reset(env, np.random.default_rng(seed))
-        frames, done, success = [env.render()], False, False
-        while not done:
-            _, _, terminated, truncated, info = env.step(policy.act())
-            frames.append(env.render())
-            done, success = terminated or truncated, bool(info["success"])
+        episode = collect.run_episode(env, policy, (target, distractor), seed, frames=frames)
     finally:
         env.close()
-    return np.stack(frames), success
+    return np.stack(frames), episode["success"]
 
 
 def write_strip(episodes: list[tuple[np.ndarray, bool]], labels: list[str],
@@ -92,15 +88,11 @@ def write_gif(episodes: list[tuple[np.ndarray, bool]], cfg: RenderConfig) -> Non
 
 
 def _atomic(path: str, write) -> None:
-    """Write via a temporary name in the same folder, then os.replace."""
+    """Write through the project's one temporary-name-then-rename writer."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with replacing(out, out.suffix) as tmp:
         write(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(cfg: RenderConfig) -> None:

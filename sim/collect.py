@@ -26,10 +26,14 @@ def episode_seed(seed: int, task: Task, index: int) -> int:
     return int(ss.generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def run_episode(env, policy: ScriptedPolicy, task: Task, ep_seed: int) -> dict:
-    """Roll one scripted episode; returns the episode dict with T+1 observation rows."""
+def run_episode(env, policy: ScriptedPolicy, task: Task, ep_seed: int, frames: list | None = None) -> dict:
+    """Roll one scripted episode; returns the episode dict with T+1 observation rows. The
+    one scripted-data loop (collection, and scripts/render_tasks.py, which passes `frames`:
+    a list that receives `env.render()` after the reset and after every step)."""
     obs, _ = env.reset(seed=ep_seed, options={"task": task})
     policy.reset(env, np.random.default_rng(ep_seed))
+    if frames is not None:
+        frames.append(env.render())
     rows, actions, rewards, terms, touts = [obs], [], [], [], []
     info = {"success": False}
     for _ in range(MAX_EPISODE_STEPS):
@@ -40,6 +44,8 @@ def run_episode(env, policy: ScriptedPolicy, task: Task, ep_seed: int) -> dict:
         rewards.append(reward)
         terms.append(terminated)
         touts.append(truncated and not terminated)
+        if frames is not None:
+            frames.append(env.render())
         if terminated or truncated:
             break
     return {

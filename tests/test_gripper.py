@@ -19,7 +19,7 @@ from calql_robot.agents import gripper
 from calql_robot.agents.calql_learner import batch_to_torch
 from calql_robot.agents.calql import compute_losses
 from tests.test_learner import OWNERS
-from tests.test_losses import (ACT, B, OBS, logsumexp, make_batch, make_learner, np_critics, np_mlp, np_q,
+from tests.test_losses import (ACT, B, logsumexp, make_batch, make_learner, np_critics, np_mlp, np_q,
                                small_cfg)
 
 ARM = ACT - 1

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from calql_robot.run.atomic import replacing
 from calql_robot.run.runlog import read_metrics
 
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m calql_robot.analysis.outcomes --group NAME RUN... [--group NAME RUN...] --out FILE.png`:
     print each run's outcome (one JSON line per run) and draw the comparison figure."""
     import argparse
-    import os
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("--group", nargs="+", action="append", required=True, metavar=("NAME", "RUN"))
@@ -131,9 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         for outcome in outcomes[name]:
             print(json.dumps({"group": name, **outcome.as_dict()}))
     fig = comparison_figure(outcomes, args.title)
-    tmp = args.out.with_name(f".{args.out.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, args.out)
+    with replacing(args.out, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     print(args.out)
 
 

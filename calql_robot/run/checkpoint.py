@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calql_robot.run.atomic import atomic_write
+from calql_robot.run.atomic import atomic_write, replacing
 from calql_robot.errors import CheckpointError, CheckpointNotFoundError, is_no_space, no_space  # noqa: F401 - re-exported
 
 LATEST_NAME = "latest.pt"
@@ -128,20 +128,11 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Make `dst` hold the bytes of `src` atomically. A hard link costs no space or time
     (big replay buffers are written once); fall back to a copy where links fail."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(dst) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except OSError as err:
-        if is_no_space(err):
-            raise no_space(dst) from err
-        raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_run_checkpoint(ckpt_dir: Path, state: Mapping[str, Any], step: int, keep_last: int = 0) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from calql_robot.run.atomic import replacing
 from calql_robot.run.runlog import read_metrics
 
 # Evaluation first (SPEC section 3 reports success rate, return, kitchen score, regret),
@@ -187,13 +187,8 @@ def plot_calibration(metrics_path: Path, out_path: Path) -> Path:
 
 def _save(fig: Figure, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp-{os.getpid()}.png")
-    try:
+    with replacing(out_path, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out_path
 
 

@@ -16,7 +16,6 @@ same, the stored frame count is lower).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import imageio.v2 as imageio_v2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from calql_robot.run.atomic import replacing
 from calql_robot.run.diskspace import VIDEO_BYTES, free_bytes
-from calql_robot.errors import NoSpaceError, is_no_space, no_space
+from calql_robot.errors import NoSpaceError, no_space
 
 FULL_DISK_BYTES = 4096
 """Less than one page free after encoding: the encoder ran out of space (its file is cut)."""
@@ -155,22 +155,18 @@ def write_video(path: Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int 
         raise ValueError(f"{path}: fps must be positive, got {fps}")
     video = _stack(frames, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix.lower()}")
     try:
-        _encode(tmp, video, fps)
-        if free_bytes(path.parent) < FULL_DISK_BYTES:  # measured: ffmpeg reports a full disk
-            raise no_space(path)                       # only on its stderr and exits quietly
-        os.replace(tmp, path)
+        with replacing(path, path.suffix.lower()) as tmp:
+            _encode(tmp, video, fps)
+            if free_bytes(path.parent) < FULL_DISK_BYTES:  # measured: ffmpeg reports a full disk
+                raise no_space(path)                       # only on its stderr and exits quietly
     except Exception as err:
         # ffmpeg runs in a subprocess, so a full disk reaches us as a broken pipe or an
         # imageio error without errno 28; a filesystem left with less room than one video
         # is taken as the cause (issue 9: the message must say it is the disk).
-        if not isinstance(err, NoSpaceError) and (is_no_space(err) or free_bytes(path.parent) < VIDEO_BYTES):
+        if not isinstance(err, NoSpaceError) and free_bytes(path.parent) < VIDEO_BYTES:
             raise no_space(path) from err
         raise
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
