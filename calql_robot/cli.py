@@ -14,7 +14,7 @@ from typing import Any
 import tyro
 
 from calql_robot.config import from_dict
-from calql_robot.domains.pickplace_state import StateExperimentConfig
+from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS, StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS, VisualExperimentConfig
 from calql_robot.domains.registry import PICKPLACE, TASKS, TaskExperimentConfig, preset_config, task_table
 from calql_robot.errors import ConfigError
@@ -62,15 +62,20 @@ def parse_state_cli(argv: list[str]) -> StateExperimentConfig | TaskExperimentCo
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task", default=PICKPLACE, choices=[PICKPLACE, *TASKS])
-    pre.add_argument("--preset", default="smoke", choices=["smoke", "paper"])
+    pre.add_argument("--preset", default=None, choices=["default", "smoke", "paper"])
     known, rest = pre.parse_known_args(argv)
     tasks = f"Tasks (--task NAME; default {PICKPLACE}):\n  {PICKPLACE:<24} the privileged-state " \
-            f"pick-and-place task (options below)\n{task_table()}\n"
+            f"pick-and-place task (options below; --preset default or paper)\n{task_table()}\n"
     if known.task == PICKPLACE:
-        if known.preset != "smoke":
-            raise ConfigError("--preset paper is defined for the registry tasks; pick-and-place "
-                              "budgets are set with --loop.* flags")
-        return parse_config(StateExperimentConfig, rest, description=f"Cal-QL on a state task.\n\n{tasks}")
+        preset = known.preset or "default"
+        if preset not in STATE_PRESETS:
+            raise ConfigError(f"--preset {preset} is not a pick-and-place preset; choose from "
+                              f"{', '.join(STATE_PRESETS)}")
+        return parse_config(StateExperimentConfig, rest, default=STATE_PRESETS[preset](),
+                            description=f"Cal-QL on a state task ({preset} preset).\n\n{tasks}")
+    if known.preset == "default":
+        raise ConfigError("--preset default is a pick-and-place preset; the registry tasks have smoke and paper")
+    known.preset = known.preset or "smoke"
     default = preset_config(known.task, known.preset)
     return parse_config(TaskExperimentConfig, argv, default=default,
                         description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")

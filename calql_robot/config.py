@@ -40,6 +40,13 @@ class RewardConfig:
     """Raw reward of failure for sparse tasks (a trajectory of only this reward gets
     G = r_neg'/(1-gamma)); None disables the rule."""
 
+    def failure_return(self) -> float | None:
+        """G of a failure-rule trajectory, (scale * r_neg + bias) / (1 - gamma) (SPEC
+        section 2), or None without the rule."""
+        if self.failure_reward is None:
+            return None
+        return (self.scale * self.failure_reward + self.bias) / (1.0 - self.discount)
+
     def validate(self) -> None:
         """Raise ConfigError naming the flag when the discount cannot give MC returns."""
         if not 0 < self.discount < 1:

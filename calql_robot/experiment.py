@@ -136,7 +136,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     probe = domain.make_env()
     action_dim = probe.action_space.shape[0]
     agent = build_agent(config, AgentSpec(domain.feature_dim, action_dim, config.reward.discount, domain.encoder,
-                                          domain.augment, device))
+                                          domain.augment, device, config.reward.failure_return()))
     if not agent.learns_online and loop.online_env_steps:
         print(f"--algo {config.algo} learns offline only: skipping the {loop.online_env_steps} online env steps")
         loop = replace(loop, online_env_steps=0)

@@ -25,10 +25,10 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.agents.base import Agent, NonFiniteLossError
+from calql_robot.agents.base import Agent, NonFiniteLossError, ValueEstimator
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError
-from calql_robot.rollouts import EvalResult, evaluate, run_episode
+from calql_robot.rollouts import EvalResult, evaluate, initial_state_calibration, run_episode
 from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
                                         resume_state, save_run_checkpoint)
 from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plot_learning_curves
@@ -147,7 +147,10 @@ class Trainer:
         policy = lambda obs: self.learner.act(obs, deterministic=True)  # noqa: E731
         result = evaluate(self.eval_env, policy, self.loop.eval_episodes,
                           eval_seed_base(self.seed), recorder)
-        self.logger.log({**result.as_metrics(), **self._progress_metrics()}, self.step, self._phase())
+        calibration = (initial_state_calibration(result.episodes, self.learner.value, self.reward)
+                       if isinstance(self.learner, ValueEstimator) else {})
+        self.logger.log({**result.as_metrics(), **calibration, **self._progress_metrics()}, self.step,
+                        self._phase())
         return result
 
     # ---------------------------------------------------------------- checkpoints

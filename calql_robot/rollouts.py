@@ -8,13 +8,15 @@ function for both).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 
+from calql_robot.config import RewardConfig
 from calql_robot.run.video import VideoRecorder, caption
+from data.returns import transform_rewards
 
 Policy = Callable[[Any], np.ndarray]
 
@@ -83,6 +85,8 @@ class EvalResult:
     mean_length: float
     mean_score: float | None = None
     """Mean final `info['score']` (Kitchen's normalised score); None where the env has none."""
+    episodes: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    """The episodes themselves (for the calibration metrics); not logged."""
 
     def as_metrics(self) -> dict[str, float]:
         metrics = {"eval/success_rate": self.success_rate, "eval/return": self.mean_return,
@@ -107,4 +111,43 @@ def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int,
     return EvalResult(float(np.mean([r["success"] for r in results])),
                       float(np.mean([r["return"] for r in results])),
                       float(np.mean([r["length"] for r in results])),
-                      float(np.mean(scores)) if len(scores) == len(results) else None)
+                      float(np.mean(scores)) if len(scores) == len(results) else None, results)
+
+
+def discounted_return(rewards: np.ndarray, reward: RewardConfig) -> float:
+    """sum_t gamma^t (scale * r_t + bias) over one episode: what the policy realised from its
+    initial state under the run's reward transform, cut where the episode ended (no failure
+    rule, no bootstrap past a time limit)."""
+    r = transform_rewards(np.asarray(rewards, np.float64), reward.scale, reward.bias)
+    return float(np.sum(r * reward.discount ** np.arange(len(r))))
+
+
+def initial_observations(episodes: list[dict[str, Any]]) -> Any:
+    """Row 0 of each episode's observations, stacked (a dict of stacks for dict observations)."""
+    first = [ep["observations"] for ep in episodes]
+    if isinstance(first[0], dict):
+        return {k: np.stack([obs[k][0] for obs in first]) for k in first[0]}
+    return np.stack([obs[0] for obs in first])
+
+
+def initial_state_calibration(episodes: list[dict[str, Any]], value: Callable[[Any], np.ndarray],
+                              reward: RewardConfig) -> dict[str, float]:
+    """The paper's calibration, read on the learned policy's own episodes: the critic's
+    estimate Q(s0, pi(s0)) at each evaluation episode's initial state against the discounted
+    return the episode realised (`discounted_return`), over all episodes and separately
+    over the successful and the failed ones (a group with no episode is not logged).
+
+    On a success (a terminal) the two are directly comparable. A failure is cut by the time
+    limit, which the critic bootstraps through, so its Q(s0) sits below the realised sum
+    when the policy keeps failing (towards r'/(1-gamma) per step, -500 at reward 10r-5)."""
+    if not episodes:
+        return {}
+    q0 = np.asarray(value(initial_observations(episodes)), np.float64).reshape(-1)
+    g0 = np.array([discounted_return(ep["rewards"], reward) for ep in episodes])
+    success = np.array([bool(ep["success"]) for ep in episodes])
+    out: dict[str, float] = {}
+    for suffix, rows in (("", np.ones_like(success)), ("_success", success), ("_failure", ~success)):
+        if rows.any():
+            out[f"eval/q0{suffix}"] = float(q0[rows].mean())
+            out[f"eval/return0{suffix}"] = float(g0[rows].mean())
+    return out

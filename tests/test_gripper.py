@@ -50,7 +50,7 @@ def np_greedy(critics, s, arm) -> np.ndarray:
     return np.where(np_min_q(critics, s, arm, 1.0) > np_min_q(critics, s, arm, -1.0), 1.0, -1.0)
 
 
-def reference(learner, batch: dict, seed: int, weight: float, bc_weight: float = 0.0) -> dict[str, float]:
+def reference(learner, batch: dict, seed: int, weight: float, td3bc_alpha: float | None = None) -> dict[str, float]:
     cfg, n, k = learner.cfg, learner.cfg.cql_n_actions, learner.cfg.backup_k
     torch.manual_seed(seed)
     draws = {"new": torch.randn(B, ARM), "cur": torch.randn(n, B, ARM), "nxt": torch.randn(n, B, ARM),
@@ -67,8 +67,8 @@ def reference(learner, batch: dict, seed: int, weight: float, bc_weight: float =
     arm_new, logp_new, mean_act = np_arm_policy(learner, s, noise["new"])
     q_new = np.maximum(np_min_q(critics, s, arm_new, -1.0), np_min_q(critics, s, arm_new, 1.0))
     actor = np.mean(alpha * logp_new - q_new)
-    if bc_weight > 0:
-        actor = actor / np.mean(np.abs(q_new)) + bc_weight * np.mean((mean_act - a[:, :ARM]) ** 2)
+    if td3bc_alpha is not None:  # TD3+BC: (alpha / mean|Q|) * policy loss + MSE
+        actor = td3bc_alpha / np.mean(np.abs(q_new)) * actor + np.mean((mean_act - a[:, :ARM]) ** 2)
     out["actor"] = float(actor)
     out["alpha"] = float(-learner.log_alpha.item() * np.mean(logp_new - ARM))
 
@@ -119,13 +119,13 @@ def gripper_batch() -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("case", ["calql", "cql", "calql_bc"])
 def test_discrete_gripper_losses_match_numpy(case: str) -> None:
-    kw = {"calql": {}, "cql": {"calql_bound": False}, "calql_bc": {"bc_weight": 2.5}}[case]
+    kw = {"calql": {}, "cql": {"calql_bound": False}, "calql_bc": {"td3bc_alpha": 2.5}}[case]
     learner = discrete_learner(**kw)
     batch = gripper_batch()
     # returns that lie inside the range of the policy values, so the bound bites on some columns
     batch["mc_returns"] = np.linspace(-0.5, 0.5, B).astype(np.float32)
     got = torch_losses(learner, batch, seed=321)
-    want = reference(learner, batch, 321, weight=2.0, bc_weight=kw.get("bc_weight", 0.0)) \
+    want = reference(learner, batch, 321, weight=2.0, td3bc_alpha=kw.get("td3bc_alpha")) \
         if learner.cfg.calql_bound else None
     if want is None:  # CQL: the reference with returns so low that no bound can bite
         low = dict(batch, mc_returns=np.full(B, -1e9, np.float32))
@@ -144,9 +144,11 @@ def test_bound_applies_to_the_policy_gripper_only() -> None:
     assert float(metrics["cql_ood"]) == pytest.approx(1e3, abs=30)
 
 
-def test_bc_term_matches_numpy_for_continuous_actions() -> None:
+def test_td3bc_term_matches_numpy_for_continuous_actions() -> None:
+    """TD3+BC (Fujimoto & Gu 2021): -(alpha / mean|Q|) * Q + MSE, here with the SAC policy
+    loss in place of -Q, alpha = 2.5 (TD3+BC's own), written out in NumPy."""
     from tests.test_losses import reference_losses
-    learner = make_learner(small_cfg(bc_weight=2.5))
+    learner = make_learner(small_cfg(td3bc_alpha=2.5))
     batch = make_batch()
     got = torch_losses(learner, batch, 11)
     want_plain = reference_losses(make_learner(small_cfg()), batch, 11, bound=True, weight=2.0)
@@ -159,7 +161,7 @@ def test_bc_term_matches_numpy_for_continuous_actions() -> None:
     a_new, _ = np_policy(learner, batch["observations"].astype(np.float64), eps)
     q_new = np.minimum(*[np_q(c, batch["observations"].astype(np.float64), a_new) for c in np_critics(learner)])
     a = np.clip(batch["actions"].astype(np.float64), -0.99999, 0.99999)
-    want = want_plain["actor"] / np.mean(np.abs(q_new)) + 2.5 * np.mean((mean - a) ** 2)
+    want = 2.5 / np.mean(np.abs(q_new)) * want_plain["actor"] + np.mean((mean - a) ** 2)
     assert got["actor"] == pytest.approx(want, rel=1e-4)
     assert got["critic"] == pytest.approx(want_plain["critic"], rel=1e-5)  # BC touches the actor only
 
@@ -167,7 +169,7 @@ def test_bc_term_matches_numpy_for_continuous_actions() -> None:
 @pytest.mark.parametrize("loss_name", sorted(OWNERS))
 def test_discrete_gripper_losses_reach_only_their_own_parameters(loss_name: str) -> None:
     from tests.test_learner import assert_loss_reaches_only_its_owners, learner_with_encoder
-    learner = learner_with_encoder(discrete_gripper=True, bc_weight=1.0)
+    learner = learner_with_encoder(discrete_gripper=True, td3bc_alpha=1.0)
     with torch.no_grad():
         learner.log_alpha.fill_(-0.5)
     assert_loss_reaches_only_its_owners(learner, gripper_batch(), loss_name)

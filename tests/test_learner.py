@@ -204,7 +204,7 @@ ENCODER_BC_OWNERS = {**OWNERS, "encoder_bc": {"encoder"}}
 def test_encoder_bc_reaches_only_the_encoder(loss_name: str) -> None:
     """`bc_encoder_weight`: a fifth loss that moves the encoder alone; the other four keep
     their owners (the actor loss still sees detached features)."""
-    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0)
+    learner = learner_with_encoder(td3bc_alpha=0.4, bc_encoder_weight=50.0)
     with torch.no_grad():
         learner.log_alpha.fill_(-0.5)
     assert_loss_reaches_only_its_owners(learner, make_batch(), loss_name, ENCODER_BC_OWNERS)
@@ -220,7 +220,7 @@ def test_encoder_bc_is_the_weighted_mse_and_leaves_the_other_losses_alone() -> N
     batch = batch_to_torch(make_batch(), "cpu")
     out = {}
     for weight in (0.0, 50.0):
-        learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=weight)
+        learner = learner_with_encoder(td3bc_alpha=0.4, bc_encoder_weight=weight)
         torch.manual_seed(7)
         out[weight] = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())[0]
     assert "encoder_bc" not in out[0.0]
@@ -239,7 +239,7 @@ def test_encoder_bc_is_the_weighted_mse_and_leaves_the_other_losses_alone() -> N
 def test_encoder_bc_gradient_on_the_encoder() -> None:
     """Its encoder gradient is bc_encoder_weight * d/d(encoder) of the BC MSE written out."""
     batch = batch_to_torch(make_batch(), "cpu")
-    learner = learner_with_encoder(bc_weight=2.5, bc_encoder_weight=50.0)
+    learner = learner_with_encoder(td3bc_alpha=0.4, bc_encoder_weight=50.0)
     losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
     enc = list(learner.encoder.parameters())
     got = torch.autograd.grad(losses["encoder_bc"], enc)

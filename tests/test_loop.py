@@ -79,6 +79,20 @@ def test_train_state_entry_point_end_to_end(tmp_path: Path) -> None:
     assert (run_dir / "learning_curves.png").stat().st_size > 1000
     assert (run_dir / "calibration.png").stat().st_size > 1000
     assert all("train/q_pi" in r and "train/mc_return" in r for r in train)  # calibration, both phases
+    assert all("train/q_pi_minus_g_fail" in r and "train/bound_rate_fail" in r for r in train)
+    assert all("eval/q0" in r and "eval/return0" in r for r in evals)
+    # the final evaluation's Q(s0, pi(s0)), recomputed from the final checkpoint at the same
+    # initial states, and its realised return: 2 failed 40-step episodes at reward 10r - 5
+    from calql_robot.loop import eval_seed_base
+    from calql_robot.policy_io import load_policy
+    loaded = load_policy(run_dir)
+    env = loaded.make_env()
+    obs0 = np.stack([env.reset(seed=eval_seed_base(0) + i)[0] for i in range(2)])
+    env.close()
+    final = evals[-1]
+    assert final["eval/q0"] == pytest.approx(float(np.mean(loaded.learner.value(obs0))), rel=1e-5, abs=1e-5)
+    if final["eval/success_rate"] == 0.0 and final["eval/length"] == 40:
+        assert final["eval/return0"] == pytest.approx(-5.0 * (1 - 0.99 ** 40) / 0.01, rel=1e-6)
     norm = config["obs_normalization"]  # the fixed statistics the networks saw, in the user's config
     assert len(norm["mean"]) == len(norm["std"]) == 29 and min(norm["std"]) > 0
     np.testing.assert_allclose(state["learner"]["encoder"]["mean"].numpy(), norm["mean"], atol=1e-5)

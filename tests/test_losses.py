@@ -216,3 +216,53 @@ def test_bound_rate_counts_policy_values_below_return() -> None:
         b = batch_to_torch(dict(batch, mc_returns=np.full(B, value, np.float32)), learner.device)
         _, metrics = compute_losses(b, learner.nets(), learner.cfg, learner.settings())
         assert float(metrics["bound_rate"]) == expected
+
+
+def test_td3bc_normaliser_is_detached() -> None:
+    """TD3+BC's lambda = alpha / mean|Q| is a constant of the step ("not differentiated"):
+    the gradient equals that of (alpha / s) * policy loss + MSE with s computed beforehand."""
+    from calql_robot.agents.calql import mean_squared_error, policy_loss, td3bc_policy_loss
+
+    torch.manual_seed(0)
+    q = (3.0 * torch.randn(2, 6)).requires_grad_()
+    log_pi, mean = torch.randn(6, requires_grad=True), torch.rand(6, 2).mul(2).sub(1).requires_grad_()
+    data, alpha = torch.rand(6, 2) * 2 - 1, torch.tensor(0.3)
+    loss, mse = td3bc_policy_loss(log_pi, q, alpha, mean, data, 2.5)
+    scale = float(q.detach().min(dim=0).values.abs().mean())
+    want = (2.5 / scale) * policy_loss(log_pi, q, alpha) + mean_squared_error(mean, data)
+    assert float(loss) == pytest.approx(float(want), rel=1e-6)
+    for got, ref in zip(torch.autograd.grad(loss, [q, log_pi, mean]), torch.autograd.grad(want, [q, log_pi, mean])):
+        torch.testing.assert_close(got, ref)
+    assert float(mse) == pytest.approx(float(((mean - data) ** 2).mean()), rel=1e-6)
+
+
+def test_calibration_split_by_failure_rule_rows_against_numpy() -> None:
+    """`split_calibration`: Q(s, pi) - G and the bound rate over the failure-rule rows and
+    over the others, by hand; a group absent from the batch is not logged."""
+    from calql_robot.agents.calql import split_calibration
+
+    q_pi = torch.tensor([1.0, -2.0, 3.0, -400.0])
+    below = torch.tensor([0.5, 0.0, 1.0, 0.25])
+    mc = torch.tensor([-500.0, 2.0, -500.0, 1.0])
+    out = {k: float(v) for k, v in split_calibration(q_pi, below, mc, -500.0).items()}
+    assert out["q_pi_minus_g_fail"] == pytest.approx(((1 + 500) + (3 + 500)) / 2)
+    assert out["q_pi_minus_g_succ"] == pytest.approx(((-2 - 2) + (-400 - 1)) / 2)
+    assert out["bound_rate_fail"] == pytest.approx(0.75) and out["bound_rate_succ"] == pytest.approx(0.125)
+    assert set(split_calibration(q_pi, below, mc, -123.0)) == {"q_pi_minus_g_succ", "bound_rate_succ"}
+    assert split_calibration(q_pi, below, mc, None) == {}
+
+
+def test_policy_below_rows_counts_each_rows_policy_columns() -> None:
+    """The per-row bound rate: columns of both policy sets and every critic below the row's
+    G; with a gripper mask only the masked (g*) columns count."""
+    from calql_robot.agents.calql import policy_below_rows
+
+    q_cur = torch.tensor([[[0.0, 5.0]], [[2.0, 5.0]]])  # (E=2, n=1, B=2)
+    q_nxt = torch.tensor([[[0.0, 0.0]], [[0.0, 9.0]]])
+    g = torch.tensor([1.0, 6.0])
+    rows = policy_below_rows(q_cur, q_nxt, g, None, None)
+    # row 0: cur (0<1, 2>1), nxt (0<1, 0<1) -> 3/4; row 1: cur (5<6, 5<6), nxt (0<6, 9>6) -> 3/4
+    torch.testing.assert_close(rows, torch.tensor([0.75, 0.75]))
+    mask = torch.tensor([[True, False]])  # row 0's columns count, row 1's do not
+    masked = policy_below_rows(q_cur, q_nxt, g, mask, mask)
+    torch.testing.assert_close(masked, torch.tensor([0.75, 0.0]))

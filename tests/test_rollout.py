@@ -138,7 +138,8 @@ def test_evaluate_reports_the_mean_final_score_only_where_the_env_has_one() -> N
 
 def test_configs_with_the_renamed_bc_trains_encoder_still_load(run, tmp_path) -> None:
     """A run saved before `bc_encoder_weight` replaced `bc_trains_encoder` reads back with
-    the same meaning: True -> the actor's bc_weight on the encoder, False -> off."""
+    the same meaning: True -> the actor's bc_weight on the encoder, False -> off; that
+    bc_weight 2.5 is TD3+BC's alpha 0.4 today."""
     import shutil
 
     for flag, want in ((True, 2.5), (False, 0.0)):
@@ -149,4 +150,25 @@ def test_configs_with_the_renamed_bc_trains_encoder_still_load(run, tmp_path) ->
         data["learner"].update(bc_weight=2.5, bc_trains_encoder=flag)
         (old / "config.json").write_text(json.dumps(data))
         _, cfg = read_run_config(old)
-        assert cfg.learner.bc_encoder_weight == want and cfg.learner.bc_weight == 2.5
+        assert cfg.learner.bc_encoder_weight == want and cfg.learner.td3bc_alpha == 0.4
+
+
+def test_initial_state_calibration_worked_by_hand() -> None:
+    """Q(s0, pi(s0)) and the realised discounted return under the run's reward transform,
+    over all episodes and split into successes and failures."""
+    from calql_robot.config import RewardConfig
+    from calql_robot.rollouts import initial_state_calibration
+
+    def episode(first: float, rewards: list[float], success: bool) -> dict:
+        return {"observations": np.array([[first], [9.0]], np.float32), "rewards": np.array(rewards, np.float32),
+                "success": success}
+
+    eps = [episode(1.0, [0.0, 1.0], True), episode(2.0, [0.0, 0.0, 0.0], False)]
+    reward = RewardConfig(discount=0.5, scale=10.0, bias=-5.0, failure_reward=0.0)
+    out = initial_state_calibration(eps, lambda obs: 10.0 * obs[:, 0], reward)
+    # success: -5 + 0.5 * 5 = -2.5; failure: -5 - 2.5 - 1.25 = -8.75
+    assert out["eval/return0_success"] == pytest.approx(-2.5) and out["eval/return0_failure"] == pytest.approx(-8.75)
+    assert out["eval/q0_success"] == pytest.approx(10.0) and out["eval/q0_failure"] == pytest.approx(20.0)
+    assert out["eval/q0"] == pytest.approx(15.0) and out["eval/return0"] == pytest.approx((-2.5 - 8.75) / 2)
+    only_fail = initial_state_calibration(eps[1:], lambda obs: obs[:, 0], reward)
+    assert "eval/q0_success" not in only_fail and only_fail["eval/q0"] == pytest.approx(2.0)

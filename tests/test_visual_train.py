@@ -89,8 +89,8 @@ def test_presets_cli_and_held_out_check():
     assert default.data.split == "related" and default.data.episodes_per_task == 60
     assert default.encoder.shift_pad == 1 and default.domain == "pickplace_visual"
     assert PRESETS["paper"].encoder.shift_pad == 4
-    assert default.learner.bc_encoder_weight == 3000.0 and default.learner.bc_weight == 2.5
-    assert PRESETS["paper"].learner.bc_encoder_weight == 0.0 and PRESETS["paper"].learner.bc_weight == 0.0
+    assert default.learner.bc_encoder_weight == 3000.0 and default.learner.td3bc_alpha == 0.4
+    assert PRESETS["paper"].learner.bc_encoder_weight == 0.0 and PRESETS["paper"].learner.td3bc_alpha is None
     bad = VisualExperimentConfig(finetune_task=(0, 2))
     with pytest.raises(ValueError, match="pre-training tasks"):
         check_visual_config(bad)

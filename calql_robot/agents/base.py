@@ -35,6 +35,9 @@ class AgentSpec:
     encoder: nn.Module | None = None
     augment: nn.Module | None = None
     device: str | torch.device = "cpu"
+    failure_return: float | None = None
+    """G of a failure-rule row (`RewardConfig.failure_return`), for metrics that tell those
+    rows apart; None without the rule."""
 
 
 @runtime_checkable
@@ -69,6 +72,15 @@ class Agent(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; the config's learning rates win over the saved ones."""
+
+
+@runtime_checkable
+class ValueEstimator(Protocol):
+    """An agent with a critic: the loop logs `value(s0)` of its evaluation episodes beside
+    their realised discounted return (calibration, Nakamoto et al. 2023, Section 4)."""
+
+    def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """The agent's estimate of V(s) = Q(s, pi(s)) at its deterministic action, per obs."""
 
 
 class NonFiniteLossError(RuntimeError):

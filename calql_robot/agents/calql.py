@@ -94,14 +94,16 @@ class CalQLConfig:
     """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
     critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
     (calql_robot/agents/gripper.py). For pick-and-place, whose gripper is binary in the env."""
-    bc_weight: float = 0.0
-    """TD3+BC actor term (not Cal-QL; 0 disables): policy loss / mean|Q| + bc_weight *
-    MSE(tanh(mean), data action) over the actor's dims (TD3+BC: 2.5)."""
+    td3bc_alpha: float | None = None
+    """TD3+BC's actor objective with this alpha (Fujimoto & Gu 2021; not part of Cal-QL;
+    None, the default, is Cal-QL's own actor loss): (alpha / mean|Q|) * policy loss +
+    MSE(tanh(mean), data action) over the actor's dims. TD3+BC's own alpha is 2.5; the
+    pick-and-place presets use 0.4, i.e. a BC pull 6.25x TD3+BC's (`PRESETS` says why)."""
     bc_encoder_weight: float = 0.0
     """Weight of an auxiliary behaviour-cloning loss on the shared image encoder (not Cal-QL;
     0 disables): the encoder is trained by critic loss + bc_encoder_weight *
     MSE(tanh(mu(enc(s))), a), with the actor's parameters held fixed in this term (the actor
-    keeps its own bc_weight on detached features, DrQ-v2). Why so large a weight can be
+    keeps its own actor term on detached features, DrQ-v2). Why so large a weight can be
     needed: on the visual preset the critic loss's gradient on the encoder measured ~360x
     that of the BC MSE at weight 10 (RESULTS.md, session 5), so at weight ~2.5 the features
     are the critic's alone. No effect without an encoder (states) beyond the extra pass."""
@@ -116,9 +118,11 @@ class CalQLConfig:
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name, 'learner')} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("bc_weight", "bc_encoder_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{flag(name, 'learner')} must be >= 0, got {getattr(self, name)!r}")
+        if self.bc_encoder_weight < 0:
+            raise ConfigError(f"{flag('bc_encoder_weight', 'learner')} must be >= 0, got {self.bc_encoder_weight!r}")
+        if self.td3bc_alpha is not None and not self.td3bc_alpha > 0:
+            raise ConfigError(f"{flag('td3bc_alpha', 'learner')} must be > 0 (or None for Cal-QL's own actor "
+                              f"loss), got {self.td3bc_alpha!r}")
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{flag('cql_clip_min', 'learner')} {self.cql_clip_min} > "
                               f"{flag('cql_clip_max', 'learner')} {self.cql_clip_max}")
@@ -134,18 +138,39 @@ def _pickplace_state() -> CalQLConfig:
     - actor lr 1e-3: 1e-4 (official) barely moved the actor in these budgets;
     - 4 CQL actions per set (paper: 10): 1.6x faster on the CPU; with both gripper values
       enumerated each policy set is already 8 critic evaluations per state;
-    - the TD3+BC actor term (bc_weight 2.5), a named option and not part of Cal-QL: without
-      it the same preset reached 0.45 at the switch and dipped to 0.0-0.15 online;
+    - TD3+BC's actor objective at alpha 0.4 (`td3bc_alpha`; TD3+BC's own alpha is 2.5, so
+      this pulls to the data 6.25x harder), not part of Cal-QL: without it the same preset
+      reached 0.45 at the switch and dipped to 0.0-0.15 online. (Sessions 1-7 wrote it as
+      `policy_loss / mean|Q| + 2.5 * MSE`, 2.5 times this objective; Adam's steps do not
+      see a constant factor, and RESULTS.md, session 8, re-measures the preset);
     - CQL weight 5 online as offline (the visual column's 0.5 online let the CQL gap jump
       from 0.4 to 20 within 600 env steps and success fall 0.75 -> 0.0; with 5: 0.75 -> 0.6).
     With observations standardised by `encoders.normalize` (std floor and clip), this preset
     reached 0.77 success at the switch and 0.92 after 3,000 online env steps (3 seeds;
     RESULTS.md, session 4).
-    Pass `--learner.bc-weight 0` for pure Cal-QL, `--learner.no-calql-bound` for CQL.
+    Pass `--learner.td3bc-alpha None` for Cal-QL's own actor loss, `--learner.no-calql-bound`
+    for CQL.
     """
     return CalQLConfig(actor_hidden=(256, 256), critic_hidden=(256, 256), actor_lr=1e-3, cql_weight=5.0,
                        cql_weight_online=None, lagrange=True, target_action_gap=0.8, cql_n_actions=4,
-                       backup_k=4, discrete_gripper=True, bc_weight=2.5)
+                       backup_k=4, discrete_gripper=True, td3bc_alpha=0.4)
+
+
+def _pickplace_state_paper() -> CalQLConfig:
+    """The paper's Cal-QL on the state pick-and-place task (issue 18): SPEC section 4's
+    manipulation column - a fixed CQL weight, 5 offline and 0.5 online, at its unit reward
+    scale (reward +1 on success, r_neg 0: the domain's `paper` preset sets the reward, so
+    the weights need no rescaling), max backup over k = 4 - and the official values for the
+    rest of the update (actor lr 1e-4, no Lagrange, no BC term of any kind). Departures:
+    - the critic-greedy binary gripper and observations standardised by the offline data,
+      each needed before anything learned here (SPEC section 8);
+    - sized for the CPU like the default preset: 256x2 critics and 4 CQL actions per set
+      (paper: 256x4 and 10). With both gripper values enumerated, the official sizes took
+      4.5x longer per update here (117 s against 26 s for 200 updates and data, one thread
+      beside a test suite), about an hour a run.
+    """
+    return CalQLConfig(critic_hidden=(256, 256), cql_n_actions=4, cql_weight=5.0, cql_weight_online=0.5,
+                       backup_k=4, discrete_gripper=True)
 
 
 def _visual_paper() -> CalQLConfig:
@@ -156,7 +181,7 @@ def _visual_paper() -> CalQLConfig:
 def _visual_cpu() -> CalQLConfig:
     """The visual CPU preset's learner: the state preset's recipe (RESULTS.md, "Making it
     learn": binary critic-greedy gripper, Lagrange CQL gap 0.8 with reward 10r - 5, actor lr
-    1e-3, 4 CQL actions, the named TD3+BC actor term, CQL weight 5 online as offline: the
+    1e-3, 4 CQL actions, TD3+BC's actor objective at alpha 0.4, CQL weight 5 online as offline: the
     visual column's 0.5 online collapsed the state runs) with max backup k=4, plus the
     auxiliary BC loss on the shared encoder at weight 3000 (`bc_encoder_weight`, not part of
     Cal-QL): trained by the critic loss alone, the features left the actor's arm unable to
@@ -164,7 +189,7 @@ def _visual_cpu() -> CalQLConfig:
     gradients on the encoder are about equal and the same runs reached 0.30 and 0.23
     (RESULTS.md, session 5)."""
     return dataclasses.replace(_visual_paper(), cql_weight_online=None, actor_lr=1e-3, lagrange=True,
-                               target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True, bc_weight=2.5,
+                               target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True, td3bc_alpha=0.4,
                                bc_encoder_weight=3000.0)
 
 
@@ -176,6 +201,7 @@ PRESETS: dict[str, Callable[[], CalQLConfig]] = {
     "visual_paper": _visual_paper,
     "visual_cpu": _visual_cpu,
     "pickplace_state": _pickplace_state,
+    "pickplace_state_paper": _pickplace_state_paper,
 }
 """Cal-QL's learner per domain preset (SPEC section 4; the pick-and-place ones measured in
 RESULTS.md). Each call returns a fresh config; the domains' configs take theirs from here."""
@@ -193,20 +219,23 @@ def policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor) 
     return (alpha.detach() * log_pi - q_new.min(dim=0).values).mean()
 
 
-def bc_regularised_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor,
-                               mean_action: torch.Tensor, data_action: torch.Tensor,
-                               bc_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """TD3+BC's actor objective (Fujimoto & Gu 2021) on the SAC policy loss:
+def td3bc_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Tensor,
+                      mean_action: torch.Tensor, data_action: torch.Tensor,
+                      td3bc_alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """TD3+BC's actor objective (Fujimoto & Gu 2021, their Eq. 3: maximise
+    `lambda * Q(s, pi(s)) - (pi(s) - a)^2` with `lambda = alpha / mean|Q|`), on the SAC
+    policy loss in place of `-Q`:
 
-        policy_loss / mean_b |min_i Q_i(s_b, a~_b)|  +  bc_weight * mean((tanh(mu(s)) - a)^2)
+        (td3bc_alpha / mean_b |min_i Q_i(s_b, a~_b)|) * policy_loss  +  mean((tanh(mu(s)) - a)^2)
 
-    The normaliser is detached, so the Q term has unit scale whatever the reward scale and
-    bc_weight means the same on every task (TD3+BC's alpha = 2.5). An option, off by default
-    (`CalQLConfig.bc_weight = 0`): it is not part of Cal-QL. Returns (loss, bc_mse).
+    The normaliser is detached (TD3+BC: "lambda ... is not differentiated"), so the Q term has
+    unit scale whatever the reward scale; with a zero temperature this is TD3+BC's loss
+    term by term (`tests/test_losses.py` pins it against NumPy). Not part of Cal-QL: an
+    option, off by default (`CalQLConfig.td3bc_alpha = None`). Returns (loss, bc_mse).
     """
     scale = q_new.min(dim=0).values.abs().mean().detach().clamp(min=1e-6)
     bc_mse = mean_squared_error(mean_action, data_action)
-    return policy_loss(log_pi, q_new, alpha) / scale + bc_weight * bc_mse, bc_mse.detach()
+    return (td3bc_alpha / scale) * policy_loss(log_pi, q_new, alpha) + bc_mse, bc_mse.detach()
 
 
 def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -321,8 +350,11 @@ class UpdateSettings:
 
     cql_weight: float
     bound: bool  # apply the Cal-QL bound (False gives exactly CQL)
-    bc_weight: float  # the actor's TD3+BC weight (0: pure Cal-QL actor loss)
+    td3bc_alpha: float | None  # TD3+BC's alpha of the actor objective (None: Cal-QL's own actor loss)
     discount: float = 0.99
+    failure_return: float | None = None
+    """G of a failure-rule row, r_neg' / (1 - gamma) (SPEC section 2), or None without the
+    rule; the calibration metrics are split into those rows and the others by it."""
 
 
 @dataclass
@@ -363,10 +395,11 @@ def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Ten
 
 
 def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings
-                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], object]:
-    """SPEC 1, actor and temperature: `actor` (SAC policy loss, or with bc_weight > 0 the
-    TD3+BC form), `alpha` (towards -|A_actor|), and with bc_encoder_weight > 0 `encoder_bc`.
-    Returns (losses, metrics, the policy at s) - the policy's samples feed the CQL sets."""
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], object, torch.Tensor]:
+    """SPEC 1, actor and temperature: `actor` (SAC policy loss, or with td3bc_alpha set
+    TD3+BC's objective on it), `alpha` (towards -|A_actor|), and with bc_encoder_weight > 0 `encoder_bc`.
+    Returns (losses, metrics, the policy at s, the (B,) min-critic Q of its sample) - the
+    policy's samples feed the CQL sets, the Q-values the calibration metrics."""
     actor_dim = nets.actor.action_dim
     pi_s = nets.actor(f.detached)
     new_actions, log_pi = pi_s.sample()
@@ -374,18 +407,18 @@ def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSett
     q_new = policy_values(nets.critic, f.detached, new_actions.unsqueeze(0), cfg.discrete_gripper,
                           detach_params=True)[:, 0]
     data_arm = f.actions[:, :actor_dim]
-    metrics = {"alpha": alpha.detach(), "log_pi": log_pi.detach().mean(),
-               "q_pi": q_new.detach().min(dim=0).values.mean()}
-    if settings.bc_weight > 0:
-        actor, metrics["bc_mse"] = bc_regularised_policy_loss(log_pi, q_new, alpha, pi_s.deterministic(), data_arm,
-                                                              settings.bc_weight)
+    q_pi = q_new.detach().min(dim=0).values  # (B,) min-critic value of the policy's sample
+    metrics = {"alpha": alpha.detach(), "log_pi": log_pi.detach().mean(), "q_pi": q_pi.mean()}
+    if settings.td3bc_alpha is not None:
+        actor, metrics["bc_mse"] = td3bc_policy_loss(log_pi, q_new, alpha, pi_s.deterministic(), data_arm,
+                                                     settings.td3bc_alpha)
     else:
         actor = policy_loss(log_pi, q_new, alpha)
     losses = {"actor": actor}
     if cfg.bc_encoder_weight > 0:
         losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, f.feat, data_arm)
     losses["alpha"] = alpha_loss(nets.log_alpha, log_pi, -float(actor_dim))
-    return losses, metrics, pi_s
+    return losses, metrics, pi_s, q_pi
 
 
 @dataclass
@@ -423,11 +456,12 @@ def backup_target(f: Features, batch: dict, nets: Nets, cfg: CalQLConfig, settin
 
 def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict, nets: Nets,
                      cfg: CalQLConfig, settings: UpdateSettings) -> tuple[dict[str, torch.Tensor],
-                                                                         dict[str, torch.Tensor]]:
+                                                                         dict[str, torch.Tensor], torch.Tensor]:
     """SPEC 1, the critic: one critic pass over [data, random, pi(s), pi(s')] actions at s;
     THE Cal-QL bound on the policy columns (both sets, before the density correction); the
     CQL gap; Bellman error plus the (fixed or Lagrange) CQL penalty; alpha' by dual ascent.
-    Returns (losses `critic` and `alpha_prime`, metrics)."""
+    Returns (losses `critic` and `alpha_prime`, metrics, the (B,) fraction of each row's
+    policy columns below G before the bound)."""
     n, m = cfg.cql_n_actions, sets.a_cur.shape[0]  # m: n, or 2n with both gripper values
     q_all = nets.critic(f.feat, torch.cat([f.actions.unsqueeze(0), sets.a_rand, sets.a_cur, sets.a_nxt], dim=0))
     q_data, q_rand = q_all[:, 0], q_all[:, 1:1 + n]
@@ -435,6 +469,7 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
     mask_cur = gripper.greedy_mask(q_cur) if cfg.discrete_gripper else None
     mask_nxt = gripper.greedy_mask(q_nxt) if cfg.discrete_gripper else None
     bound_rate = torch.zeros((), device=q_all.device)
+    below_rows = policy_below_rows(q_cur, q_nxt, batch["mc_returns"], mask_cur, mask_nxt)
     if settings.bound:
         mc = batch["mc_returns"]
         q_cur, below_cur = calql_bound(q_cur, mc, mask_cur)
@@ -459,7 +494,39 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
     if cfg.discrete_gripper:
         metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
         metrics["gripper_open_data"] = (f.actions[:, -1] > 0).float().mean()
-    return losses, metrics
+    return losses, metrics, below_rows
+
+
+def policy_below_rows(q_cur: torch.Tensor, q_nxt: torch.Tensor, mc_returns: torch.Tensor,
+                      mask_cur: torch.Tensor | None, mask_nxt: torch.Tensor | None) -> torch.Tensor:
+    """(B,) fraction of each row's policy columns (both sets, all critics; with the discrete
+    gripper only the g* columns) whose Q lies below the row's G, before any bound: the
+    bound rate of that row, logged whether or not the bound is on (CQL shows it too)."""
+    below = torch.cat([q_cur, q_nxt], dim=1) < mc_returns  # (E, 2m, B)
+    if mask_cur is None:
+        return below.float().mean(dim=(0, 1))
+    mask = torch.cat([mask_cur, mask_nxt], dim=0)  # (2m, B)
+    return (below & mask).float().sum(dim=(0, 1)) / (mask.float().sum(dim=0) * below.shape[0]).clamp(min=1.0)
+
+
+def split_calibration(q_pi: torch.Tensor, below_rows: torch.Tensor, mc_returns: torch.Tensor,
+                      failure_return: float | None) -> dict[str, torch.Tensor]:
+    """Calibration read on the right rows (SPEC section 8): a failure-rule row's G,
+    r_neg'/(1-gamma), says only "one bad step, then act well" and bounds nothing for a
+    learned policy, and such rows dominate a batch's mean G. So Q(s, pi(s)) - G and the bound
+    rate are logged separately on failure-rule rows (`_fail`) and on the others (`_succ`:
+    for pick-and-place, the rows of successful trajectories). Without the failure rule
+    there is no split; a group absent from the batch is not logged (no NaN in the window)."""
+    if failure_return is None:
+        return {}
+    fail = torch.isclose(mc_returns, mc_returns.new_tensor(failure_return), rtol=1e-5, atol=1e-4)
+    out = {}
+    for name, rows in (("succ", ~fail), ("fail", fail)):
+        count = int(rows.sum())
+        if count:
+            out[f"q_pi_minus_g_{name}"] = (q_pi - mc_returns)[rows].mean()
+            out[f"bound_rate_{name}"] = below_rows[rows].mean()
+    return out
 
 
 def update_metrics(losses: dict[str, torch.Tensor], actor_metrics: dict[str, torch.Tensor],
@@ -496,8 +563,10 @@ def compute_losses(batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSe
     - Cal-QL bound: on the policy's own columns (g = g*), both sets, before the correction.
     """
     f = encode(batch, nets, cfg, augment)
-    losses, actor_metrics, pi_s = actor_losses(f, nets, cfg, settings)
+    losses, actor_metrics, pi_s, q_pi = actor_losses(f, nets, cfg, settings)
     y, sets = backup_target(f, batch, nets, cfg, settings, pi_s)
-    critic_losses, critic_metrics = conservative_gap(f, sets, y, batch, nets, cfg, settings)
+    critic_losses, critic_metrics, below_rows = conservative_gap(f, sets, y, batch, nets, cfg, settings)
     losses.update(critic_losses)
-    return losses, update_metrics(losses, actor_metrics, critic_metrics)
+    metrics = update_metrics(losses, actor_metrics, critic_metrics)
+    metrics.update(split_calibration(q_pi, below_rows, batch["mc_returns"], settings.failure_return))
+    return losses, metrics

@@ -24,7 +24,7 @@ from torch import nn
 from calql_robot.agents import gripper
 from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, load_optimizers,
                                      obs_to_tensor)
-from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses
+from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, policy_values
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
 BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")
@@ -39,6 +39,7 @@ class CalQLLearner:
         cfg.validate()
         self.cfg = cfg
         self.discount = spec.discount
+        self.failure_return = spec.failure_return
         self.device = torch.device(spec.device)
         feature_dim, action_dim = spec.feature_dim, spec.action_dim
         self.action_dim = action_dim
@@ -85,12 +86,13 @@ class CalQLLearner:
         self.online = online
 
     def settings(self) -> UpdateSettings:
-        """This phase's CQL weight and bound, the actor's BC weight and the discount."""
+        """This phase's CQL weight and bound, the actor's TD3+BC alpha and the discount."""
         cfg = self.cfg
         if not self.online:
-            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.bc_weight, self.discount)
+            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.td3bc_alpha, self.discount, self.failure_return)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
-        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.bc_weight, self.discount)
+        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha, self.discount,
+                              self.failure_return)
 
     @property
     def needs_returns(self) -> bool:
@@ -134,6 +136,17 @@ class CalQLLearner:
             action = gripper.greedy_actions(arm, self.critic(features, gripper.both_grippers(arm)))[0]
         action = action.cpu().numpy()
         return action[0] if single else action
+
+    @torch.no_grad()
+    def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """min_i Q_i(s, pi(s)) at the deterministic action (at g* with the discrete gripper):
+        the value the loop compares with the realised return of evaluation episodes."""
+        tensor, single = obs_to_tensor(obs, self.device)
+        features = self.encoder(tensor)
+        arm = self.actor(features).deterministic().unsqueeze(0)
+        q = policy_values(self.critic, features, arm, self.cfg.discrete_gripper)  # (E, 1, B)
+        v = q.min(dim=0).values[0].float().cpu().numpy()
+        return v[0] if single else v
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

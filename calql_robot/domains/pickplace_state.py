@@ -9,7 +9,7 @@ PTR's data are. Reward: +1 on success, raw failure reward 0 (SPEC section 4, vis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -69,6 +69,20 @@ class StateExperimentConfig:
     """Behaviour cloning's settings (used with --algo bc)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
+
+
+def paper_preset() -> StateExperimentConfig:
+    """`train_state.py --preset paper`: the paper's Cal-QL on this task (issue 18) - Cal-QL's
+    `pickplace_state_paper` learner (no BC term, fixed CQL weight 5 offline / 0.5 online)
+    at the paper's manipulation reward, +1 on success and 0 otherwise (r_neg 0, so failed
+    trajectories get G = 0); the default preset's data, budgets and evaluations."""
+    return StateExperimentConfig(learner=CALQL_PRESETS["pickplace_state_paper"](),
+                                 reward=RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
+                                 run=RunConfig(name="pickplace-state-paper"))
+
+
+PRESETS: dict[str, Callable[[], StateExperimentConfig]] = {"default": StateExperimentConfig, "paper": paper_preset}
+"""Named base configs of `train_state.py` (pick-and-place); every field stays overridable."""
 
 
 def make_state_env(cfg: StateExperimentConfig):

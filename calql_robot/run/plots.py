@@ -136,36 +136,51 @@ def plot_learning_curves(metrics_path: Path, out_path: Path, keys: list[str] | N
     return _save(fig, out_path)
 
 
-CALIBRATION_KEYS = ("train/q_pi", "train/mc_return", "train/q_data")
-"""Mean Q(s, pi(s)) of the policy's actions, the batch's mean Monte-Carlo return G, and the
-data-action Q. Cal-QL's claim (Nakamoto et al. 2023, Fig. 2-3) is that Q(s, pi(s)) stays at
-or above G - calibrated - so that fine-tuning does not first "unlearn" an underestimate."""
+CALIBRATION_KEYS = ("eval/q0", "train/q_pi", "train/mc_return")
+"""Any of these makes a run's calibration.png: agents with a critic log them, behaviour
+cloning does not."""
+
+CALIBRATION_PANELS: tuple[tuple[str, tuple[tuple[str, str, str, str], ...]], ...] = (
+    ("value at s0 of the evaluations", (
+        ("eval/q0", "Q(s0, pi(s0))", "tab:red", "-"),
+        ("eval/return0", "realised discounted return", "tab:green", "-"),
+        ("eval/q0_success", "Q(s0, pi(s0)), successes", "tab:red", ":"),
+        ("eval/return0_success", "realised return, successes", "tab:green", ":"))),
+    ("Q(s, pi(s)) - G, batch rows", (
+        ("train/q_pi_minus_g_succ", "rows of successful trajectories", "tab:blue", "-"),
+        ("train/q_pi_minus_g_fail", "failure-rule rows", "tab:gray", "-"))),
+    ("fraction Q(s, a_pi) < G", (
+        ("train/bound_rate_succ", "rows of successful trajectories", "tab:blue", "-"),
+        ("train/bound_rate_fail", "failure-rule rows", "tab:gray", "-"),
+        ("train/bound_rate", "all rows (when the bound is on)", "tab:purple", "--"))),
+)
+"""What calibration.png draws, panel by panel: (y label, ((metric key, label, colour, style), ...))."""
 
 
 def calibration_figure(rows: Sequence[dict[str, Any]], title: str = "") -> Figure:
-    """Q of policy actions against the MC return over training (top) and the bound rate
-    (bottom), the switch marked."""
+    """Calibration as the paper means it (Nakamoto et al. 2023, Section 4): the critic's
+    Q(s0, pi(s0)) against the discounted return the policy realised from the same initial
+    states at every evaluation (top); Q(s, pi(s)) - G and the bound rate on the rows of
+    successful trajectories and on failure-rule rows, whose G bounds nothing (middle,
+    bottom). The switch is marked; a metric the run did not log is left out."""
     switch = switch_step(rows)
-    fig = Figure(figsize=(7.0, 5.0), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    styles = {"train/q_pi": ("Q(s, pi(s))", "tab:red"), "train/mc_return": ("MC return G", "tab:green"),
-              "train/q_data": ("Q(s, a_data)", "tab:blue")}
-    for key, (label, colour) in styles.items():
-        steps, values, _ = series(rows, key)
-        if len(steps):
-            top.plot(steps, values, color=colour, linewidth=1.2, label=label)
-    steps, values, _ = series(rows, "train/bound_rate")
-    if len(steps):
-        bottom.plot(steps, values, color="tab:purple", linewidth=1.2, label="bound rate")
-    for ax in (top, bottom):
+    fig = Figure(figsize=(7.5, 7.0), layout="constrained")
+    axes = fig.subplots(len(CALIBRATION_PANELS), 1, sharex=True, height_ratios=(2, 1.5, 1))
+    for ax, (ylabel, lines) in zip(axes, CALIBRATION_PANELS):
+        for key, label, colour, style in lines:
+            steps, values, _ = series(rows, key)
+            if len(steps):
+                marker = "o" if key.startswith("eval/") else None
+                ax.plot(steps, values, color=colour, linestyle=style, marker=marker, markersize=3,
+                        linewidth=1.2, label=label)
         if switch is not None:
             ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7, label="online switch")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
         ax.tick_params(labelsize=7)
-    top.set_ylabel("value", fontsize=8)
-    bottom.set_ylabel("fraction of Q(s, a_pi) < G", fontsize=8)
-    bottom.set_xlabel("step (offline updates, then offline updates + online env steps)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+    axes[1].axhline(0.0, color="black", linewidth=0.6)
+    axes[-1].set_xlabel("step (offline updates, then offline updates + online env steps)", fontsize=8)
     fig.suptitle(f"calibration {title}", fontsize=10)
     return fig
 

@@ -99,6 +99,9 @@ def upgrade_legacy_fields(data: dict[str, Any], where: str = "config") -> dict[s
       bc_weight, which is `bc_encoder_weight = bc_weight`;
     - `learner.discount` is `reward.discount` (issue 17: the data, the returns and every
       agent read one discount);
+    - `learner.bc_weight` w (sessions 1-7: `policy_loss / mean|Q| + w * MSE`) is
+      `td3bc_alpha = 1 / w`, TD3+BC's form of the same objective divided by w (Adam's
+      steps do not see the constant factor); w = 0 was Cal-QL's own actor loss, None;
     - the removed options (`REMOVED_LEARNER_OPTIONS`) are dropped; where a run had set one
       otherwise, a note says that this code runs without it."""
     learner = data.get("learner")
@@ -107,6 +110,9 @@ def upgrade_legacy_fields(data: dict[str, Any], where: str = "config") -> dict[s
     if "bc_trains_encoder" in learner:
         if learner.pop("bc_trains_encoder") and "bc_encoder_weight" not in learner:
             learner["bc_encoder_weight"] = learner.get("bc_weight", 0.0)
+    if "bc_weight" in learner:
+        weight = learner.pop("bc_weight")
+        learner.setdefault("td3bc_alpha", 1.0 / weight if weight else None)
     if "discount" in learner:
         discount = learner.pop("discount")
         if isinstance(data.get("reward"), dict):
