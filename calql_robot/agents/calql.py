@@ -46,11 +46,13 @@ class CalQLConfig:
     """
 
     tau: float = 5e-3
-    """Polyak rate of the target critics, applied after every update."""
+    """Polyak rate of the target critics, applied after every update (a flag: the target
+    update's test varies it)."""
     actor_lr: float = 1e-4
     """Adam learning rate of the actor and of the temperature log_alpha (presets: 1e-3)."""
     critic_lr: float = 3e-4
-    """Adam learning rate of the critics, the shared encoder and log_alpha'."""
+    """Adam learning rate of the critics, the shared encoder and log_alpha' (varied in the
+    fine-tuning studies of RESULTS.md, session 6)."""
     actor_hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of the actor MLP (Adroit: 512x2)."""
     critic_hidden: tuple[int, ...] = (256, 256, 256, 256)
@@ -59,19 +61,22 @@ class CalQLConfig:
     """Number of critics in the ensemble (the min over them is used); the SAC family of the
     baselines (RLPD: 10) varies it."""
     log_std_multiplier: float = 1.0
-    """Initial value of the learnable multiplier m in log_std = m*log_std + b."""
+    """Initial value of the learnable multiplier m in log_std = m*log_std + b (JaxCQL's; the
+    NumPy reference tests vary it)."""
     log_std_offset: float = -1.0
-    """Initial value of the learnable offset b in log_std = m*log_std + b."""
+    """Initial value of the learnable offset b in log_std = m*log_std + b (as above)."""
     cql_n_actions: int = 10
     """n: actions per set (random, pi(s), pi(s')) in the CQL regulariser (presets: 4)."""
     max_target_backup: bool = True
-    """Back up max over backup_k sampled next actions of min-critic (official default)."""
+    """Back up max over backup_k sampled next actions of min-critic (official default; off
+    is CORL's and CQL's plain backup, pinned by the loss tests)."""
     backup_k: int = 10
     """k: next actions sampled for the max target backup (visual domain: 4)."""
     importance_sample: bool = True
-    """Correct the logsumexp sets by their sampling densities (data Q excluded)."""
+    """Correct the logsumexp sets by their sampling densities (data Q excluded); off is
+    JaxCQL's other form, pinned by the loss tests."""
     cql_temp: float = 1.0
-    """Temperature T of the logsumexp."""
+    """Temperature T of the logsumexp (JaxCQL's option; the loss tests vary it)."""
     cql_weight: float = 5.0
     """CQL weight w during offline pre-training."""
     cql_weight_online: float | None = None
@@ -83,13 +88,14 @@ class CalQLConfig:
     cql_clip_min: float = -math.inf
     """Per-sample lower clip of the CQL difference (CORL's antmaze configs: -200)."""
     cql_clip_max: float = math.inf
-    """Per-sample upper clip of the CQL difference."""
+    """Per-sample upper clip of the CQL difference (CORL's option; the loss tests vary it)."""
     calql_bound: bool = True
     """Bound policy-action Q-values below by the MC return (Cal-QL); False is exactly CQL."""
     calibrate_online: bool = True
     """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
     action_clip: float = 0.99999
-    """Dataset actions are clipped to +-action_clip so their log-probs stay finite."""
+    """Dataset actions are clipped to +-action_clip so their log-probs stay finite (the
+    batch checks test its edge)."""
     discrete_gripper: bool = False
     """Treat the last action dim as a binary gripper (-1 close, +1 open) chosen by the
     critic: g* = argmax_g min_i Q_i(s, a_arm, g); the actor outputs the arm dims only
