@@ -231,3 +231,20 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=True))
     with pytest.raises(FileNotFoundError, match="run-dir|checkpoint"):
         run(cfg)
+
+
+def test_paper_preset_is_the_papers_update() -> None:
+    """`train_state.py --preset paper`: no BC term of any kind, a fixed CQL weight of 5
+    offline and 0.5 online, the official actor lr, at reward +1 on success (r_neg 0); the
+    default keeps TD3+BC at alpha 0.4 with Lagrange CQL at 10r - 5."""
+    from calql_robot.cli import parse_state_cli
+
+    paper = parse_state_cli(["--preset", "paper", "--run.seed", "3"])
+    lr = paper.learner
+    assert lr.td3bc_alpha is None and lr.bc_encoder_weight == 0.0 and not lr.lagrange
+    assert (lr.cql_weight, lr.cql_weight_online, lr.actor_lr, lr.backup_k) == (5.0, 0.5, 1e-4, 4)
+    assert lr.calql_bound and lr.calibrate_online and lr.discrete_gripper
+    assert (paper.reward.scale, paper.reward.bias, paper.reward.failure_reward) == (1.0, 0.0, 0.0)
+    assert paper.run.seed == 3 and paper.loop == parse_state_cli([]).loop
+    default = parse_state_cli([])
+    assert default.learner.td3bc_alpha == 0.4 and default.learner.lagrange and default.reward.scale == 10.0

@@ -64,6 +64,8 @@ def finished(tmp_path_factory) -> Path:
     (["--loop.eval-episodes", "0"], "--loop.eval-episodes"),
     (["--target", "9"], "--target"),
     (["--learner.bc-encoder-weight", "-1"], "--learner.bc-encoder-weight"),
+    (["--learner.td3bc-alpha", "0"], "--learner.td3bc-alpha"),
+    (["--preset", "smoke"], "--preset smoke"),
 ])
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path: Path, args: list[str], needle: str) -> None:
     run_dir = tmp_path / "run"
