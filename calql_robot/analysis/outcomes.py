@@ -68,8 +68,10 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2) -> RunOutcome:
 def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
     """Success rate over steps, one thin line per run and a thick mean per group (the i-th
     evaluations of the runs averaged, at their mean step), the switch marked; below, each
-    run's mean Q(s, pi(s)) and the batch MC return G of its offline phase (online, CQL stores
-    G = 0 for its own episodes, CORL's choice, so G is drawn offline only). Paper Fig. 6."""
+    run's calibration on its own evaluation episodes: the critic's Q(s0, pi(s0)) (solid)
+    against the discounted return the episodes realised (dotted), as the runs log them
+    (`eval/q0`, `eval/return0`; README). Not the batch mean of G, which failure-rule rows
+    dominate (RESULTS.md, session 8). Paper Fig. 6."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -90,11 +92,9 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
             top.plot(steps, values, color=colour, alpha=0.3, linewidth=0.8)
             curves.append(outcome.evals)
             rows = read_metrics(Path(outcome.run_dir) / "metrics.jsonl")
-            q_steps, q_pi, _ = series(rows, "train/q_pi")
-            g_steps, g, phases = series(rows, "train/mc_return")
-            bottom.plot(q_steps, q_pi, color=colour, alpha=0.6, linewidth=0.9)
-            off = phases == "offline"
-            bottom.plot(g_steps[off], g[off], color=colour, alpha=0.6, linewidth=0.9, linestyle=":")
+            for key, style in (("eval/q0", "-"), ("eval/return0", ":")):
+                steps_k, values_k, _ = series(rows, key)
+                bottom.plot(steps_k, values_k, color=colour, alpha=0.6, linewidth=0.9, linestyle=style)
         n = min(len(c) for c in curves)
         steps = [np.mean([c[i][0] for c in curves]) for i in range(n)]
         means = [np.mean([c[i][1] for c in curves]) for i in range(n)]
@@ -107,7 +107,7 @@ def comparison_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
     episodes = sorted({o.eval_episodes for runs in groups.values() for o in runs})
     top.set_ylabel(f"success rate ({' / '.join(map(str, episodes))} eval episodes)", fontsize=8)
     top.legend(fontsize=8)
-    bottom.set_ylabel("Q(s, pi(s)) (solid), batch G offline (dotted)", fontsize=8)
+    bottom.set_ylabel("Q(s0, pi(s0)) (solid), realised return (dotted)", fontsize=8)
     bottom.set_xlabel("step (offline updates, then offline updates + online env steps; dashed: switch)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     return fig
