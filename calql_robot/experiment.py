@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from calql_robot.agents.base import Agent, AgentSpec, resolve_device
-from calql_robot.agents.catalog import agent_config, build_agent
+from calql_robot.agents.catalog import build_agent, validate_agent_configs
 from calql_robot.config import ExperimentConfig, LoopConfig, RunConfig, to_dict
 from calql_robot.domains.base import obs_spec_of
 from calql_robot.domains.catalog import domain_entry
@@ -115,9 +115,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         torch.set_num_threads(run.threads)
     validate_loop(loop)
     config.reward.validate()
-    agent_cfg = agent_config(config)  # an unknown --algo is named here
-    if hasattr(agent_cfg, "validate"):
-        agent_cfg.validate()
+    validate_agent_configs(config)
     seed_everything(run.seed)
     device = resolve_device(run.device)
     source = source_for(run, config.domain, config.algo)

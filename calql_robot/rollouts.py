@@ -16,7 +16,7 @@ import numpy as np
 
 from calql_robot.config import RewardConfig
 from calql_robot.run.video import VideoRecorder, caption
-from data.returns import transform_rewards
+from data.returns import mc_returns, transform_rewards
 
 Policy = Callable[[Any], np.ndarray]
 
@@ -117,9 +117,12 @@ def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int,
 def discounted_return(rewards: np.ndarray, reward: RewardConfig) -> float:
     """sum_t gamma^t (scale * r_t + bias) over one episode: what the policy realised from its
     initial state under the run's reward transform, cut where the episode ended (no failure
-    rule, no bootstrap past a time limit)."""
-    r = transform_rewards(np.asarray(rewards, np.float64), reward.scale, reward.bias)
-    return float(np.sum(r * reward.discount ** np.arange(len(r))))
+    rule, no bootstrap past a time limit): G at t = 0 of the project's one return function
+    (`data.returns.mc_returns`, SPEC section 7), with the episode as one trajectory."""
+    r = transform_rewards(np.asarray(rewards), reward.scale, reward.bias)
+    ends = np.zeros(len(r), bool)
+    ends[-1] = True
+    return float(mc_returns(r, ends, reward.discount)[0])
 
 
 def initial_observations(episodes: list[dict[str, Any]]) -> Any:

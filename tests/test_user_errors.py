@@ -66,6 +66,8 @@ def finished(tmp_path_factory) -> Path:
     (["--learner.bc-encoder-weight", "-1"], "--learner.bc-encoder-weight"),
     (["--learner.td3bc-alpha", "0"], "--learner.td3bc-alpha"),
     (["--preset", "smoke"], "--preset smoke"),
+    (["--algo", "bc", "--learner.tau", "0"], "--learner.tau"),  # every agent config is checked
+    (["--bc.lr", "0"], "--bc.lr"),
 ])
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path: Path, args: list[str], needle: str) -> None:
     run_dir = tmp_path / "run"

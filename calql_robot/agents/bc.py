@@ -32,6 +32,11 @@ class BCConfig:
     lr: float = 1e-3
     """Adam learning rate (policy and encoder)."""
 
+    def validate(self) -> None:
+        """Raise ConfigError naming the flags when a value cannot work."""
+        if self.lr <= 0 or not self.hidden or min(self.hidden) < 1:
+            raise ConfigError(f"--bc.lr must be > 0 and --bc.hidden positive widths, got {self.lr}, {self.hidden}")
+
 
 def bc_loss(pred: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """`mean((pi(s) - a)^2)` over batch and action dims."""
@@ -62,8 +67,7 @@ class BCLearner:
     needs_returns = False  # online episodes, were there any, are stored without returns
 
     def __init__(self, cfg: BCConfig, spec: AgentSpec) -> None:
-        if cfg.lr <= 0 or not cfg.hidden or min(cfg.hidden) < 1:
-            raise ConfigError(f"--bc.lr must be > 0 and --bc.hidden positive widths, got {cfg.lr}, {cfg.hidden}")
+        cfg.validate()
         self.cfg = cfg
         self.device = torch.device(spec.device)
         self.action_dim, self.feature_dim = spec.action_dim, spec.feature_dim

@@ -27,19 +27,25 @@ class AgentEntry:
     config: type
     learner: type
     field: str
-    summary: str
 
 
 AGENTS: dict[str, AgentEntry] = {
-    "calql": AgentEntry(CalQLConfig, CalQLLearner, "learner",
-                        "Cal-QL (CQL with --learner.no-calql-bound); flags --learner.*"),
-    "bc": AgentEntry(BCConfig, BCLearner, "bc",
-                     "behaviour cloning, the reference line (offline only); flags --bc.*"),
+    "calql": AgentEntry(CalQLConfig, CalQLLearner, "learner"),  # CQL: --learner.no-calql-bound
+    "bc": AgentEntry(BCConfig, BCLearner, "bc"),  # behaviour cloning, the reference line (offline only)
 }
 
 Algo = Literal["calql", "bc"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
+
+
+def validate_agent_configs(config: Any) -> None:
+    """Check every agent config the experiment config holds, as the run starts: a mistyped
+    `--learner.*` or `--bc.*` flag is named before anything is written, whichever `--algo`
+    runs (each agent config has `validate()`)."""
+    entry_of(config.algo)  # an unknown --algo is named first
+    for entry in AGENTS.values():  # every domain's config holds every agent's field
+        getattr(config, entry.field).validate()
 
 
 def agent_config(config: Any) -> Any:

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from data.replay import EpisodeReplayBuffer
+from encoders.normalize import ObsNormalizer
 
 
 @dataclass
@@ -34,3 +35,12 @@ def obs_spec_of(space: gym.Space) -> Any:
     if isinstance(space, gym.spaces.Box):
         return (tuple(space.shape), np.dtype(np.float32))
     raise TypeError(f"observation space {space} is neither a Box nor a Dict of Boxes")
+
+
+def vector_rollout_modules(cfg: Any, env: gym.Env) -> tuple[ObsNormalizer | None, int]:
+    """(encoder slot, feature_dim) of a vector-observation run rebuilt for a rollout (the
+    pick-and-place state domain and the registry tasks): an observation normaliser when the
+    run standardised observations (`cfg.normalize_obs`), whose placeholder statistics the
+    checkpoint's encoder buffers overwrite."""
+    dim = int(env.observation_space.shape[0])
+    return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim

@@ -15,7 +15,7 @@ import gymnasium as gym
 from torch import nn
 
 from calql_robot.domains import pickplace_state, pickplace_visual, registry
-from calql_robot.domains.base import Domain
+from calql_robot.domains.base import Domain, vector_rollout_modules
 from calql_robot.errors import ConfigError
 
 
@@ -37,14 +37,14 @@ class DomainEntry:
 DOMAINS: dict[str, DomainEntry] = {
     "pickplace_state": DomainEntry(
         pickplace_state.StateExperimentConfig, pickplace_state.build_state_domain, pickplace_state.make_state_env,
-        pickplace_state.rollout_modules, pickplace_state.prepare_state_config, lambda cfg: False),
+        vector_rollout_modules, pickplace_state.prepare_state_config, lambda cfg: False),
     "pickplace_visual": DomainEntry(
         pickplace_visual.VisualExperimentConfig, pickplace_visual.build_visual_domain,
         pickplace_visual.make_visual_env, pickplace_visual.rollout_modules, pickplace_visual.prepare_visual_config,
         lambda cfg: cfg.video),
     "state_task": DomainEntry(
         registry.TaskExperimentConfig, registry.build_task_domain, registry.make_rollout_env,
-        registry.rollout_modules, lambda cfg: cfg, lambda cfg: cfg.videos),
+        vector_rollout_modules, lambda cfg: cfg, lambda cfg: cfg.videos),
 }
 """Domain name (the `domain` field of a run's config.json) -> its entry. `state_task` is
 AntMaze, Kitchen and Adroit (`train_state.py --task`, `domains/registry.py`)."""

@@ -92,13 +92,6 @@ def make_state_env(cfg: StateExperimentConfig):
     return make_pickplace(cfg.target, cfg.distractor, privileged=True, render_mode="rgb_array")
 
 
-def rollout_modules(cfg: StateExperimentConfig, env) -> tuple[ObsNormalizer | None, int]:
-    """(encoder slot, feature_dim) of a run rebuilt for a rollout: the checkpoint's encoder
-    buffers overwrite the placeholder statistics."""
-    dim = int(env.observation_space.shape[0])
-    return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
-
-
 def prepare_state_config(cfg: StateExperimentConfig) -> StateExperimentConfig:
     """Before the run directory is touched: check every flag."""
     check_state_config(cfg)

@@ -341,11 +341,3 @@ def make_rollout_env(cfg: TaskExperimentConfig) -> gym.Env:
     """The env a run trained in, rebuilt from its config alone (frames for videos)."""
     return make_task_env(cfg.task, cfg.horizon, "rgb_array", task_env_options(cfg))
 
-
-def rollout_modules(cfg: TaskExperimentConfig, env: gym.Env) -> tuple[Any, int]:
-    """(encoder slot, feature_dim) of a run rebuilt for a rollout: the checkpoint's encoder
-    buffers overwrite the placeholder statistics."""
-    from encoders.normalize import ObsNormalizer
-
-    dim = int(env.observation_space.shape[0])
-    return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
