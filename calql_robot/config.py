@@ -79,6 +79,10 @@ class LoopConfig:
     """Evaluate every this many offline updates (0 disables in-phase evaluations)."""
     eval_every: int = 1000
     """Evaluate every this many online env steps."""
+    eval_at: tuple[int, ...] = ()
+    """More online env steps to evaluate at, besides every eval_every (e.g. 100 250 500, the
+    first steps after the switch, where an unlearning dip shows): each evaluation runs after
+    the first episode that reaches its step."""
     checkpoint_every: int = 1000
     """Write latest.pt every this many updates (offline) or env steps (online)."""
     log_every: int = 100

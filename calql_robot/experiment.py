@@ -80,7 +80,8 @@ def expected_videos(loop: LoopConfig) -> int:
     """Evaluations of a run (each writes one mp4 when videos are on): start, in-phase
     offline ones, the switch, online ones and the final one."""
     offline = loop.offline_steps // loop.eval_every_offline if loop.eval_every_offline else 0
-    return 3 + offline + loop.online_env_steps // loop.eval_every
+    early = sum(1 for m in set(loop.eval_at) if m < loop.online_env_steps and m % loop.eval_every)
+    return 3 + offline + loop.online_env_steps // loop.eval_every + early
 
 
 def check_run_space(run_dir: Path, agent: Agent, online: EpisodeReplayBuffer, loop: LoopConfig,
@@ -180,3 +181,5 @@ def validate_loop(loop: LoopConfig) -> None:
     for name in ("offline_steps", "online_env_steps", "eval_every_offline", "warmup_env_steps"):
         if getattr(loop, name) < 0:
             raise ConfigError(f"--loop.{name.replace('_', '-')} must be >= 0, got {getattr(loop, name)}")
+    if any(m < 1 for m in loop.eval_at):
+        raise ConfigError(f"--loop.eval-at takes online env steps >= 1, got {' '.join(map(str, loop.eval_at))}")

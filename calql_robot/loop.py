@@ -5,7 +5,7 @@ repeated: collect one trajectory with the current stochastic policy (frozen duri
 episode), insert it with its Monte-Carlo returns, then `len(traj) * utd` updates (none
 until `warmup_env_steps` env steps are in, WSRL's warm-up) on mixed batches (`round(B*m)`
 offline + rest online; m=-1 pools both). Evaluations at the start, during pre-training,
-at the switch, every `eval_every` env steps online and at the end.
+at the switch, every `eval_every` env steps online (and at `eval_at`'s steps) and at the end.
 
 Resumable: a checkpoint holds the learner (networks, optimizers, alpha, alpha'), the
 online buffer, all counters and every RNG state; the offline buffer is rebuilt from its
@@ -41,6 +41,12 @@ from data.returns import transform_rewards
 EVAL_SEED_OFFSET = 10_000_000  # eval episode seeds never meet training episode seeds
 EPISODE_SEED_STRIDE = 1_000_003
 RESUME_KEYS = ("learner", "online_buffer", "counters", "rng")  # what Trainer.save writes
+
+
+def next_eval_step(env_steps: int, every: int, at: tuple[int, ...]) -> int:
+    """The first online env step after `env_steps` that the schedule evaluates at: the next
+    multiple of `every` or an earlier mark of `at` (LoopConfig.eval_at)."""
+    return min([m for m in at if m > env_steps] + [(env_steps // every + 1) * every])
 
 
 def eval_seed_base(run_seed: int) -> int:
@@ -102,7 +108,7 @@ class Trainer:
         self.progress, self.videos = progress, videos
         self.env, self.eval_env = make_env(), make_env()
         self.rng = np.random.default_rng(seed)
-        self.counters = Counters(next_eval_step=loop.eval_every)
+        self.counters = Counters(next_eval_step=next_eval_step(0, loop.eval_every, loop.eval_at))
         self.ckpt_dir = Path(logger.run_dir) / "checkpoints"
         self._window: dict[str, list[float]] = defaultdict(list)
         self._start = time.time()
@@ -181,7 +187,7 @@ class Trainer:
             raise CheckpointError(f"{path}: not a switch checkpoint (online updates {c['online_updates']}, "
                                   f"env steps {c['env_steps']})", "pass a run directory whose pre-training ended")
         self._restore(path, state, with_online_buffer=False)
-        self.counters.next_eval_step = self.loop.eval_every  # this run's schedule, not the source's
+        self.counters.next_eval_step = next_eval_step(0, self.loop.eval_every, self.loop.eval_at)  # this run's, not the source's
         self._start = time.time() - wall_s
 
     def _restore(self, path: Path, state: dict[str, Any], with_online_buffer: bool) -> None:
@@ -267,8 +273,8 @@ class Trainer:
                 self._flush_train_metrics()
         if c.env_steps >= c.next_eval_step and c.env_steps < loop.online_env_steps:
             self.evaluate("online")
-        while c.next_eval_step <= c.env_steps:
-            c.next_eval_step += loop.eval_every
+        if c.next_eval_step <= c.env_steps:
+            c.next_eval_step = next_eval_step(c.env_steps, loop.eval_every, loop.eval_at)
         if c.env_steps // loop.checkpoint_every != (c.env_steps - episode["length"]) // loop.checkpoint_every:
             self.save()
 

@@ -234,17 +234,33 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_paper_preset_is_the_papers_update() -> None:
-    """`train_state.py --preset paper`: no BC term of any kind, a fixed CQL weight of 5
-    offline and 0.5 online, the official actor lr, at reward +1 on success (r_neg 0); the
-    default keeps TD3+BC at alpha 0.4 with Lagrange CQL at 10r - 5."""
+    """`train_state.py --preset paper`: no BC term of any kind and no Lagrange multiplier;
+    the paper's fixed CQL weights (5 offline, 0.5 online at unit reward) carried by the
+    reward's scale, so that weight / reward scale is the paper's at whatever scale the
+    preset runs; the default preset's loop and reward, so the two compare on one footing."""
     from calql_robot.cli import parse_state_cli
 
-    paper = parse_state_cli(["--preset", "paper", "--run.seed", "3"])
+    paper, default = parse_state_cli(["--preset", "paper", "--run.seed", "3"]), parse_state_cli([])
     lr = paper.learner
     assert lr.td3bc_alpha is None and lr.bc_encoder_weight == 0.0 and not lr.lagrange
-    assert (lr.cql_weight, lr.cql_weight_online, lr.actor_lr, lr.backup_k) == (5.0, 0.5, 1e-4, 4)
-    assert lr.calql_bound and lr.calibrate_online and lr.discrete_gripper
-    assert (paper.reward.scale, paper.reward.bias, paper.reward.failure_reward) == (1.0, 0.0, 0.0)
-    assert paper.run.seed == 3 and paper.loop == parse_state_cli([]).loop
-    default = parse_state_cli([])
-    assert default.learner.td3bc_alpha == 0.4 and default.learner.lagrange and default.reward.scale == 10.0
+    assert (lr.cql_weight / paper.reward.scale, lr.cql_weight_online / paper.reward.scale) == (5.0, 0.5)
+    assert lr.calql_bound and lr.calibrate_online and lr.discrete_gripper and lr.max_target_backup
+    assert paper.reward == default.reward and paper.loop == default.loop and paper.run.seed == 3
+    assert default.learner.td3bc_alpha is not None and default.learner.lagrange
+
+
+def test_eval_schedule_adds_early_marks_to_the_period() -> None:
+    """`--loop.eval-at 100 250 500` with `--loop.eval-every 1000`: after the switch the loop
+    evaluates at the first episode reaching 100, 250, 500, then 1000, 2000, ...; a mark an
+    episode jumped over is not repeated, and without marks the period alone decides."""
+    from calql_robot.loop import next_eval_step
+
+    at = (500, 100, 250)  # order as typed does not matter
+    nxt, marks = next_eval_step(0, 1000, at), []
+    for episode_end in (40, 120, 180, 260, 600, 1010, 1500, 2003):  # the loop's own rule
+        if episode_end >= nxt:
+            marks.append(episode_end)
+            nxt = next_eval_step(episode_end, 1000, at)
+    assert marks == [120, 260, 600, 1010, 2003]
+    assert [next_eval_step(s, 500, ()) for s in (0, 499, 500, 1203)] == [500, 500, 1000, 1500]
+    assert next_eval_step(0, 1000, (1000,)) == 1000 and nxt == 3000

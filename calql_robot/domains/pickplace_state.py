@@ -73,11 +73,12 @@ class StateExperimentConfig:
 
 def paper_preset() -> StateExperimentConfig:
     """`train_state.py --preset paper`: the paper's Cal-QL on this task (issue 18) - Cal-QL's
-    `pickplace_state_paper` learner (no BC term, fixed CQL weight 5 offline / 0.5 online)
-    at the paper's manipulation reward, +1 on success and 0 otherwise (r_neg 0, so failed
-    trajectories get G = 0); the default preset's data, budgets and evaluations."""
+    `pickplace_state_paper` learner (no BC term, no Lagrange multiplier: the paper's fixed
+    CQL weight 5 offline / 0.5 online carried to this reward as 50 / 5) at the default
+    preset's reward 10r - 5 (r_neg -5, so failed trajectories get the failure rule's
+    G = -500), data, budgets and evaluations. `agents/calql.py` lists its departures from
+    the paper and the measurements behind them."""
     return StateExperimentConfig(learner=CALQL_PRESETS["pickplace_state_paper"](),
-                                 reward=RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
                                  run=RunConfig(name="pickplace-state-paper"))
 
 
