@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from calql_robot.analysis.outcomes import dip
@@ -98,3 +99,40 @@ def test_comparison_figure_draws_every_group_and_names_its_episodes(tmp_path: Pa
     top = comparison_figure(groups).axes[0]
     assert [t.get_text() for t in top.get_legend().get_texts()] == [f"g{i} (mean of 1)" for i in range(5)]
     assert top.get_ylabel() == "success rate (40 eval episodes)"
+
+
+def test_t_quantile_and_interval_match_the_tables() -> None:
+    """Student-t quantiles as printed in every statistics table (t_0.975 at 1, 2, 4 and 30
+    degrees of freedom), and one interval worked by hand: 0.2, 0.4, 0.6 have mean 0.4,
+    sample std 0.2, so the half-width is 4.303 * 0.2 / sqrt(3) = 0.4968."""
+    from calql_robot.analysis.outcomes import mean_interval, t_quantile
+
+    for df, table in ((1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)):
+        assert t_quantile(0.975, df) == pytest.approx(table, abs=1e-3)
+    mean, half = mean_interval([0.2, 0.4, 0.6])
+    assert mean == pytest.approx(0.4) and half == pytest.approx(0.4968, abs=1e-3)
+    assert mean_interval([0.7])[0] == 0.7 and np.isnan(mean_interval([0.7])[1])
+
+
+def test_group_table_matches_evaluations_by_order_and_reads_calibration(tmp_path: Path) -> None:
+    """Two runs whose online evaluations land at slightly different env steps are matched
+    by order (column +105 = mean of 100 and 110); the calibration columns are
+    eval/q0 - eval/return0 at the switch's and the last evaluation, over both runs."""
+    from calql_robot.analysis.outcomes import group_table, read_outcome
+
+    runs = []
+    for name, evals, q0 in (("a", [(0, 0.0), (100, 0.6), (200, 0.2), (300, 0.8)], -10.0),
+                            ("b", [(0, 0.0), (100, 0.4), (210, 0.4), (300, 0.6)], -20.0)):
+        path = fake_run(tmp_path / name, evals, 100, 1000)  # first 20%: (100, 300]
+        rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+        for r in rows:
+            if "eval/success_rate" in r:
+                r.update({"eval/q0": q0, "eval/return0": -30.0, "eval/q0_success": q0, "eval/return0_success": -12.0})
+        (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append(read_outcome(path))
+    table = group_table({"x": runs}).splitlines()
+    assert table[0].split(" | ")[2:5] == ["switch", "+105", "+200"]
+    cells = table[2].strip("| ").split(" | ")
+    assert cells[:2] == ["x", "2"] and cells[2].startswith("0.50 ± ") and cells[3].startswith("0.30 ± ")
+    assert cells[5].startswith("-0.20 ± ")  # dips -0.4 and 0.0
+    assert cells[7].startswith("15.0 ± ") and "(-3.0 ± " in cells[7]  # q0 - G0: 20 and 10; successes 2, -8
