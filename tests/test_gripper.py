@@ -134,14 +134,59 @@ def test_discrete_gripper_losses_match_numpy(case: str) -> None:
         assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-5), name
 
 
-def test_bound_applies_to_the_policy_gripper_only() -> None:
-    """With G huge every policy column is below it: the rate counts the g* columns only, so it is 1."""
+def gripper_preferring_learner(prefer: float):
+    """A discrete-gripper learner whose critics both score the gripper value `prefer` about 2
+    above the other, over a small state- and arm-dependent rest: hidden unit 0 of each critic
+    is relu(prefer * g + 1) (2 at g = prefer, 0 otherwise), carried alone to the head with
+    weight 1, and the other head weights are shrunk. So g* = prefer in every policy column."""
     learner = discrete_learner()
-    batch = batch_to_torch(dict(gripper_batch(), mc_returns=np.full(B, 1e3, np.float32)), learner.device)
-    _, metrics = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
-    assert float(metrics["bound_rate"]) == 1.0
-    # and the logsumexp is dominated by the bounded columns (1e3 - log pi)
-    assert float(metrics["cql_ood"]) == pytest.approx(1e3, abs=30)
+    with torch.no_grad():
+        (w0, w1, w2), (b0, b1, _) = learner.critic.weights, learner.critic.biases
+        w0[:, :, 0], b0[:, :, 0] = 0.0, 1.0
+        w0[:, -1, 0] = prefer  # the gripper input
+        w1[:, :, 0], w1[:, 0, :], b1[:, :, 0] = 0.0, 0.0, 0.0
+        w1[:, 0, 0] = 1.0
+        w2.mul_(0.1)
+        w2[:, 0, 0] = 1.0
+    return learner
+
+
+def losses_at_return(learner, value: float, bound: bool | None = None, seed: int = 5):
+    """compute_losses on the gripper batch with G = `value` in every row (`bound`: override
+    the settings' Cal-QL bound)."""
+    import dataclasses
+
+    batch = batch_to_torch(dict(gripper_batch(), mc_returns=np.full(B, value, np.float32)), learner.device)
+    settings = learner.settings() if bound is None else dataclasses.replace(learner.settings(), bound=bound)
+    torch.manual_seed(seed)
+    losses, metrics = compute_losses(batch, learner.nets(), learner.cfg, settings)
+    return {k: float(v.detach()) for k, v in losses.items()}, {k: float(v) for k, v in metrics.items()}
+
+
+@pytest.mark.parametrize("prefer", [gripper.OPEN, gripper.CLOSE])
+def test_bound_applies_to_the_policy_gripper_only(prefer: float) -> None:
+    """The bound lifts the g* columns only, and bound_rate counts only them. With G = 1
+    between the g* columns (~2) and the other gripper value's (~0), Cal-QL must equal CQL
+    exactly and report bound_rate 0: bounding the other column too would lift it to G and
+    change the loss, an unmasked rate would read 1/2. With G = 3 above every column the g*
+    columns are all lifted (rate 1), the others still not (the NumPy reference's loss)."""
+    learner = gripper_preferring_learner(prefer)
+    obs = torch.as_tensor(gripper_batch()["observations"])
+    with torch.no_grad():  # the premise: G = 1 separates the two gripper values at any arm action
+        arm = torch.rand(64, B, ARM, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        q = learner.critic(obs, gripper.both_grippers(arm))
+    chosen, other = (q[:, 64:], q[:, :64]) if prefer == gripper.OPEN else (q[:, :64], q[:, 64:])
+    assert float(chosen.min()) > 1.2 and float(other.max()) < 0.8 and float(chosen.max()) < 3.0
+
+    between, metrics = losses_at_return(learner, 1.0)
+    cql, _ = losses_at_return(learner, 1.0, bound=False)
+    assert metrics["bound_rate"] == 0.0
+    assert between["critic"] == pytest.approx(cql["critic"], rel=1e-6)
+    above, metrics = losses_at_return(learner, 3.0)
+    assert metrics["bound_rate"] == 1.0
+    want = reference(learner, dict(gripper_batch(), mc_returns=np.full(B, 3.0, np.float32)), 5, weight=2.0)
+    assert above["critic"] == pytest.approx(want["critic"], rel=1e-5)
+    assert above["critic"] > cql["critic"] + 0.5  # the g* columns were lifted
 
 
 def test_td3bc_term_matches_numpy_for_continuous_actions() -> None:

@@ -19,6 +19,9 @@ from calql_robot.config import from_dict, to_dict
 from calql_robot.policy_io import load_policy, read_run_config
 from calql_robot.domains.pickplace_state import StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig
+from calql_robot.rollouts import run_episode
+from calql_robot.run.runlog import read_metrics
+import rollout as rollout_script
 from rollout import RolloutConfig, rollout
 from tests.visual_tiny_run import ROOT, tiny_run
 
@@ -43,13 +46,41 @@ def test_rollout_of_a_visual_run_writes_a_decodable_captioned_video(run, tmp_pat
     assert gif.shape[1:] == (256, 256, 3) and 2 * 2 <= gif.shape[0] <= frames.shape[0]
 
 
-def test_rollout_matches_the_runs_final_evaluation(run):
-    """Same checkpoint, same seeds, deterministic policy: the final eval's success again."""
+def test_rollout_matches_the_runs_final_evaluation(run, tmp_path, monkeypatch):
+    """A rollout of the final checkpoint replays the run's final evaluation step by step
+    (same checkpoint, same episode seeds, deterministic policy). The run ends at 0.0 success,
+    so success and return alone cannot tell; instead: the rollout's video is the final
+    evaluation's video frame for frame (both record the first episode, rendered and
+    captioned alike), its first observation gives the critic value the run logged as
+    eval/q0, its length is the logged eval/length, and every action it played is the
+    loaded policy's deterministic action at that step's observation. Random actions or
+    other episode seeds in rollout.py change the frames (and the actions)."""
     run_dir, _ = run
+    played = []
+
+    def recording(*args, **kwargs):
+        episode = run_episode(*args, **kwargs)
+        played.append(episode)
+        return episode
+
+    monkeypatch.setattr(rollout_script, "run_episode", recording)
+    out = tmp_path / "r.mp4"
+    result = rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, hold=0, output=str(out)))
     summary = json.loads((run_dir / "summary.json").read_text())
-    result = rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, output=str(run_dir / "r.mp4")))
     assert result["success_rate"] == summary["final_success"]
     assert result["mean_return"] == pytest.approx(summary["final_return"])
+    (final_video,) = (run_dir / "videos").glob("eval_*_final.mp4")
+    np.testing.assert_array_equal(iio.imread(out, index=None), iio.imread(final_video, index=None))
+
+    (episode,) = played
+    final_eval = [r for r in read_metrics(run_dir / "metrics.jsonl") if "eval/q0" in r][-1]
+    loaded = load_policy(run_dir)
+    obs = episode["observations"]
+    assert episode["length"] == final_eval["eval/length"]
+    assert float(loaded.learner.value({k: v[0] for k, v in obs.items()})) == pytest.approx(final_eval["eval/q0"],
+                                                                                          rel=1e-5)
+    want = loaded.learner.act({k: v[:-1] for k, v in obs.items()}, deterministic=True)
+    np.testing.assert_allclose(episode["actions"], want, atol=1e-5)
 
 
 def test_loaded_visual_policy_equals_the_checkpoint(run):
