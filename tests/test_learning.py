@@ -136,3 +136,20 @@ def test_group_table_matches_evaluations_by_order_and_reads_calibration(tmp_path
     assert cells[:2] == ["x", "2"] and cells[2].startswith("0.50 ± ") and cells[3].startswith("0.30 ± ")
     assert cells[5].startswith("-0.20 ± ")  # dips -0.4 and 0.0
     assert cells[7].startswith("15.0 ± ") and "(-3.0 ± " in cells[7]  # q0 - G0: 20 and 10; successes 2, -8
+
+
+def test_horizon_cuts_a_longer_run_where_a_shorter_one_would_end(tmp_path: Path) -> None:
+    """--horizon 100 on a run with 200 online steps: the first evaluation at or past +100
+    (step 220) becomes the final one, and the regret counts only the episodes up to it
+    (successes 0, 1, 0 -> regret 2/3), as a 100-step run with the same seed would report."""
+    from calql_robot.analysis.outcomes import read_outcome
+
+    path = fake_run(tmp_path / "a", [(0, 0.0), (100, 0.6), (130, 0.2), (220, 0.5), (300, 0.8)], 100, 200)
+    online = [{"step": s, "phase": "online", "time": 0.0, "online/success": w}
+              for s, w in ((110, 0.0), (125, 1.0), (200, 0.0), (250, 1.0), (290, 1.0))]
+    with open(path / "metrics.jsonl", "a") as f:
+        f.writelines(json.dumps(r) + "\n" for r in online)
+    cut = read_outcome(path, horizon=100)
+    assert cut.evals[-1] == (220, 0.5) and cut.final_success == 0.5 and cut.regret == pytest.approx(2 / 3)
+    whole = read_outcome(path)
+    assert whole.final_success == 0.8 and whole.regret == 0.5  # summary.json's, untouched

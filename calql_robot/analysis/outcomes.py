@@ -56,19 +56,34 @@ def dip(evals: list[tuple[int, float]], switch: int, online_steps: int, early_fr
     return min(0.0, min(early) - at_switch[-1])
 
 
-def read_outcome(run_dir: Path, early_fraction: float = 0.2) -> RunOutcome:
-    """A finished run's outcome from its summary.json, config.json and metrics.jsonl."""
+def read_outcome(run_dir: Path, early_fraction: float = 0.2, early_steps: int | None = None,
+                 horizon: int | None = None) -> RunOutcome:
+    """A finished run's outcome from its summary.json, config.json and metrics.jsonl.
+    `early_steps`, when given, sets the dip's window in online env steps instead of a
+    fraction of the run's online phase (runs of different lengths then share one window).
+    `horizon` cuts a longer run at its first evaluation at or past that many online env
+    steps: that evaluation is its final one and the regret counts the episodes before it,
+    which is what a run with `--loop.online-env-steps horizon` and the same seed and schedule
+    would report (evaluations draw nothing from the training RNG)."""
     run_dir = Path(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     switch = int(summary["offline_updates"])
     online = int(config["loop"]["online_env_steps"])
+    if early_steps is not None:
+        early_fraction = early_steps / max(online, 1)
     evals = eval_curve(run_dir)
+    final, regret = float(summary["final_success"]), summary.get("cumulative_regret")
+    cut = next((step for step, _ in evals if horizon is not None and step - switch >= horizon), None)
+    if cut is not None:
+        evals = [(step, s) for step, s in evals if step <= cut]
+        rows = read_metrics(run_dir / "metrics.jsonl")
+        wins = [float(r["online/success"]) for r in rows if "online/success" in r and int(r["step"]) <= cut]
+        final, regret = evals[-1][1], (1.0 - float(np.mean(wins)) if wins else None)
     # a run resumed after its switch has no offline_success in its summary; its metrics do
     at_switch = [s for step, s in evals if step == switch]
     offline = summary.get("offline_success", at_switch[-1] if at_switch else float("nan"))
-    return RunOutcome(str(run_dir), float(offline), float(summary["final_success"]),
-                      summary.get("cumulative_regret"), dip(evals, switch, online, early_fraction), evals, switch,
+    return RunOutcome(str(run_dir), float(offline), final, regret, dip(evals, switch, online, early_fraction), evals, switch,
                       int(config["loop"].get("eval_episodes", 0)))
 
 
@@ -109,10 +124,12 @@ def online_evals(outcome: RunOutcome) -> list[tuple[int, float]]:
     return [(step - outcome.switch_step, s) for step, s in outcome.evals if step >= outcome.switch_step]
 
 
-def calibration_at(run_dir: Path, switch: int) -> dict[str, float]:
+def calibration_at(run_dir: Path, switch: int, last: int | None = None) -> dict[str, float]:
     """Q(s0, pi(s0)) minus the realised discounted return (`eval/q0 - eval/return0`) at the
-    switch and at the last evaluation, on all evaluation episodes and on successful ones."""
-    rows = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl") if "eval/q0" in r]
+    switch and at the last evaluation (up to step `last`), on all evaluation episodes and on
+    successful ones."""
+    rows = [r for r in read_metrics(Path(run_dir) / "metrics.jsonl")
+            if "eval/q0" in r and (last is None or int(r["step"]) <= last)]
     out: dict[str, float] = {}
     for tag, row in (("switch", next((r for r in rows if int(r["step"]) == switch), None)),
                      ("final", rows[-1] if rows else None)):
@@ -141,7 +158,7 @@ def group_table(groups: dict[str, list[RunOutcome]]) -> str:
             + ["dip", "regret", "Q0 - G0 switch (succ.)", "Q0 - G0 final (succ.)"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, runs in groups.items():
-        cal = [calibration_at(Path(o.run_dir), o.switch_step) for o in runs]
+        cal = [calibration_at(Path(o.run_dir), o.switch_step, o.evals[-1][0]) for o in runs]
         cells = [label, str(len(runs))]
         cells += [_cell([c[i][1] for c in curves[label]]) for i in range(n_marks)]
         cells += [_cell([o.dip for o in runs]), _cell([o.regret for o in runs])]
@@ -226,7 +243,7 @@ def online_figure(groups: dict[str, list[RunOutcome]], title: str = ""):
             per_run = []
             for o in runs:
                 rows = [r for r in read_metrics(Path(o.run_dir) / "metrics.jsonl")
-                        if key in r and int(r["step"]) >= o.switch_step]
+                        if key in r and o.switch_step <= int(r["step"]) <= o.evals[-1][0]]
                 per_run.append([float(r[key]) for r in rows])
             m = min(len(v) for v in per_run)
             bottom.plot(steps[:m], np.mean([v[:m] for v in per_run], axis=0), color=colour, linestyle=style,
@@ -257,12 +274,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--title", default="")
     parser.add_argument("--online", action="store_true", help="draw success from the switch on, with 95%% bands")
     parser.add_argument("--table", type=Path, default=None, help="also write group_table's Markdown here")
+    parser.add_argument("--early-steps", type=int, default=None,
+                        help="the dip's window in online env steps (default: the first 20%% of each run's)")
+    parser.add_argument("--horizon", type=int, default=None,
+                        help="cut longer runs at their first evaluation at or past this many online env steps")
     args = parser.parse_args(argv)
     outcomes: dict[str, list[RunOutcome]] = {}
     for name, *runs in args.group:
         if not runs:
             parser.error(f"--group {name} names no run directories")
-        outcomes[name] = [read_outcome(Path(run)) for run in runs]
+        outcomes[name] = [read_outcome(Path(run), early_steps=args.early_steps, horizon=args.horizon) for run in runs]
         for outcome in outcomes[name]:
             print(json.dumps({"group": name, **outcome.as_dict()}))
     fig = (online_figure if args.online else comparison_figure)(outcomes, args.title)
