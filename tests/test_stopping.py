@@ -111,6 +111,24 @@ def test_a_signal_saves_where_the_run_stands_and_the_printed_command_resumes_it(
     same_runs(straight, run_dir)
 
 
+def test_ctrl_c_during_set_up_ends_at_once_in_one_line_with_the_workers(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, data collection workers too:
+    one `stopped:` line from the run, no worker's traceback, and nothing left running."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train_state.py", "--run.no-progress", "--data.episodes", "400",
+                             "--data.workers", "2", "--run.run-dir", str(run_dir)], cwd=ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    wait_for(proc, lambda: children.is_file() and len(children.read_text().split()) >= 2)  # the workers
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-3000:]
+    line = one_line(err, "stopped")
+    assert line == (f"stopped: SIGINT before training began, nothing to save; `python train_state.py --run.resume "
+                    f"--run.run-dir {run_dir}` starts the run again")
+
+
 # ------------------------------------------------------- signals at a random update, in-process
 @pytest.fixture(scope="module")
 def straight_in_process(tmp_path_factory) -> Path:
