@@ -26,10 +26,13 @@ def main() -> None:
                    help="read as this task does (its mapping, size checks and reward transform)")
     p.add_argument("--minari-root", default=None, help="root of local Minari datasets")
     p.add_argument("--trust-pickle", action="store_true", help="allow loading AWAC pickles")
+    p.add_argument("--out-of-range-actions", default="error", choices=["error", "clip", "rescale"],
+                   help="actions outside [-1, 1]: stop naming the row (error), clip them, or divide all by "
+                        "their largest |a| (rescale), as a run's flag of the same name")
     a = p.parse_args()
     task = PICKPLACE if a.format == "pickplace" and a.task is None else a.task
     try:
-        print(report(inspect(a.dataset, a.format, task, a.minari_root, a.trust_pickle)))
+        print(report(inspect(a.dataset, a.format, task, a.minari_root, a.trust_pickle, a.out_of_range_actions)))
     except (DatasetFormatError, FileNotFoundError, RuntimeError, ValueError) as err:
         # A bad or untrusted file is the user's to fix: one line naming the file and key.
         sys.exit(f"inspect_dataset.py: error: {err}")

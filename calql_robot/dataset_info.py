@@ -13,40 +13,42 @@ from typing import Any
 
 import numpy as np
 
+from data.suspicious import ActionFix
 from data.transitions import Transitions, dataset_summary, make_transitions
 
 GAMMA = 0.99
 
 
 def load_for_inspection(dataset: str, fmt: str = "auto", task: str | None = None,
-                        minari_root: str | None = None,
-                        trust_pickle: bool = False) -> tuple[Transitions, tuple[float, float, float | None]]:
-    """(transitions, (scale, bias, raw failure reward)) for the summary."""
+                        minari_root: str | None = None, trust_pickle: bool = False,
+                        actions: ActionFix = "error") -> tuple[Transitions, tuple[float, float, float | None]]:
+    """(transitions, (scale, bias, raw failure reward)) for the summary; `actions` as a run's
+    `--out-of-range-actions` (data/suspicious.py)."""
     if task is not None and task != "pickplace":
         from calql_robot.domains.registry import TASKS, load_task_dataset
-        data, _ = load_task_dataset(task, dataset, fmt, minari_root, trust_pickle)
+        data, _ = load_task_dataset(task, dataset, fmt, minari_root, trust_pickle, actions)
         r = TASKS[task].reward
         return data, (r.scale, r.bias, r.failure_reward)
     from calql_robot.domains.registry import resolve_format
     kind = "pickplace" if task == "pickplace" else resolve_format(dataset, fmt)
     if kind == "pickplace":
-        return read_pickplace(dataset), (1.0, 0.0, 0.0)
+        return read_pickplace(dataset, actions), (1.0, 0.0, 0.0)
     if kind == "d4rl":
         from data.d4rl_hdf5 import load_with_d4rl, read_d4rl_hdf5
-        data = (load_with_d4rl(dataset[5:]) if dataset.lower().startswith("d4rl:")
-                else read_d4rl_hdf5(Path(dataset).expanduser()))
+        data = (load_with_d4rl(dataset[5:], actions) if dataset.lower().startswith("d4rl:")
+                else read_d4rl_hdf5(Path(dataset).expanduser(), actions))
     elif kind == "minari":
         from data.minari_local import read_minari
-        data = read_minari(dataset, minari_root)
+        data = read_minari(dataset, minari_root, actions=actions)
     elif kind == "awac":
         from data.awac import read_awac
-        data = read_awac(Path(dataset).expanduser(), trust_pickle=trust_pickle)
+        data = read_awac(Path(dataset).expanduser(), trust_pickle=trust_pickle, actions=actions)
     else:
         raise ValueError(f"unknown --format {fmt!r}")
     return data, (1.0, 0.0, None)
 
 
-def read_pickplace(path: str) -> Transitions:
+def read_pickplace(path: str, actions: ActionFix = "error") -> Transitions:
     """The project's own episode HDF5 (pick-and-place), images left out (state ++ task)."""
     import h5py
 
@@ -57,7 +59,7 @@ def read_pickplace(path: str) -> Transitions:
     with h5py.File(path, "r") as f:
         obs = f.get("observations")
         keys = None if isinstance(obs, h5py.Dataset) else [k for k in obs if k != "image"]
-    ds = read_episodes(path, observation_keys=keys)
+    ds = read_episodes(path, observation_keys=keys, actions=actions)
     rows = (ds.observations if not isinstance(ds.observations, dict)
             else np.concatenate([ds.observations[k].reshape(len(ds.observations[k]), -1)
                                  for k in sorted(ds.observations)], axis=1))
@@ -88,8 +90,9 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
 
 
 def inspect(dataset: str, fmt: str = "auto", task: str | None = None,
-            minari_root: str | None = None, trust_pickle: bool = False) -> dict[str, Any]:
-    data, (scale, bias, fail) = load_for_inspection(dataset, fmt, task, minari_root, trust_pickle)
+            minari_root: str | None = None, trust_pickle: bool = False,
+            actions: ActionFix = "error") -> dict[str, Any]:
+    data, (scale, bias, fail) = load_for_inspection(dataset, fmt, task, minari_root, trust_pickle, actions)
     s = dataset_summary(data, GAMMA, scale, bias, fail)
     s["task"] = task
     return s

@@ -17,17 +17,32 @@ HDF5 reader's `DatasetFormatError`, an OSError for a full disk, a MemoryError) i
 on stderr and exit code 2 (the code argparse/tyro use for usage errors). `--debug` on the
 command line (removed before the config parser sees it) or `CALQL_DEBUG=1` in the
 environment re-raises instead, with the full traceback.
+
+Exit codes (issue 22: a sweep runner reads them to decide what to do next):
+
+    0    the run finished
+    2    a user error: a flag, file, dataset or checkpoint to fix (`UserError`)
+    3    training diverged: a non-finite loss; the last good checkpoint is kept
+    75   the run directory is in use by another process (EX_TEMPFAIL: try again later)
+    130  stopped by SIGINT (Ctrl-C), 143 by SIGTERM: 128 + the signal, as a shell reports
+         it; a checkpoint was written where the run stood unless the line says otherwise
+    1    a bug (its traceback is printed)
+
+A stop by signal prints `stopped: ...` instead of `error: ...`: it is not a mistake.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
 
 EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_LOCKED = 75  # sysexits.h EX_TEMPFAIL
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "CALQL_DEBUG"
 _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -36,6 +51,10 @@ _NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 class UserError(Exception):
     """Something the user can fix; `str(err)` names the flag, file or key as they gave it,
     and `hint` (optional) says what to do about it."""
+
+    exit_code: int = EXIT_USER_ERROR
+    label: str = "error"
+    """The word before the message on stderr."""
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -72,6 +91,43 @@ class NoSpaceError(UserError, OSError):
 
 class OutOfMemoryError(UserError, MemoryError):
     """Not enough memory for what the run asked for."""
+
+
+class RunLockedError(UserError):
+    """Another live process holds the run directory's lock (`run/lock.py`); exit 75, so a
+    sweep runner can tell "busy, try later" from a mistake."""
+
+    exit_code = EXIT_LOCKED
+
+
+class TrainingDiverged(UserError, RuntimeError):
+    """A non-finite loss stopped the run before it changed any parameter; exit 3. Not the
+    user's mistake as such, but theirs to act on (other settings), so it is one line too."""
+
+    exit_code = EXIT_DIVERGED
+
+
+class RunInterrupted(UserError):
+    """A run stopped by SIGINT or SIGTERM where it stood, its checkpoint written
+    (`run/stopping.py`); exit 128 + the signal number, the code a shell gives a process the
+    signal ended. The message says where the run stands and the command that resumes it."""
+
+    label = "stopped"
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends a run at once, saving nothing more: a second Ctrl-C while the
+    first one's checkpoint is written, or a stop signal before training began. A
+    KeyboardInterrupt, so code that cleans up after Ctrl-C does so for these too."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 def is_no_space(err: BaseException) -> bool:
@@ -114,19 +170,27 @@ def one_line(text: str) -> str:
 
 
 def report(err: UserError) -> None:
-    """Print `error: ...` and, if there is one, `hint: ...` to stderr."""
-    print(f"error: {one_line(str(err))}", file=sys.stderr)
+    """Print `error: ...` (`stopped: ...` for a signal) and, if there is one, `hint: ...`
+    to stderr."""
+    print(f"{err.label}: {one_line(str(err))}", file=sys.stderr)
     if err.hint:
         print(f"hint: {one_line(err.hint)}", file=sys.stderr)
 
 
 def cli_main(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
     """Run `main(argv)` (argv without `--debug`) with the project's one error path:
-    user errors -> one line + hint on stderr, exit 2; bugs -> their traceback."""
+    user errors -> one line + hint on stderr, their exit code (2 unless the class says
+    otherwise); Ctrl-C -> one line, exit 130; bugs -> their traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
     try:
         main([a for a in argv if a != DEBUG_FLAG])
+    except KeyboardInterrupt as err:  # Ctrl-C outside a run's graceful stop, or a second one
+        if debug:
+            raise
+        sys.stdout.flush()
+        print(f"stopped: {one_line(str(err)) or 'interrupted (Ctrl-C)'}", file=sys.stderr)
+        sys.exit(128 + getattr(err, "signum", signal.SIGINT))
     except BrokenPipeError:  # `--help | head`: the reader left; the recipe of Python's docs
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
@@ -136,4 +200,4 @@ def cli_main(main: Callable[[list[str]], object], argv: list[str] | None = None)
             raise
         sys.stdout.flush()
         report(user)
-        sys.exit(EXIT_USER_ERROR)
+        sys.exit(user.exit_code)

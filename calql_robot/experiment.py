@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,14 +24,16 @@ from calql_robot.agents.base import Agent, AgentSpec, resolve_device
 from calql_robot.agents.catalog import build_agent, validate_agent_configs
 from calql_robot.config import ExperimentConfig, LoopConfig, RunConfig, to_dict
 from calql_robot.domains.base import obs_spec_of
-from calql_robot.domains.catalog import domain_entry
+from calql_robot.domains.catalog import DomainEntry, domain_entry
 from calql_robot.errors import ConfigError, RunDirError
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
 from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
 from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
-from calql_robot.run.finetune import FLAG, source_for
+from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
+from calql_robot.run.lock import LOCK_FILE, RunLock, refuse_if_locked
 from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
+from calql_robot.run.stopping import StopRequest, stop_on_signals
 from data.replay import EpisodeReplayBuffer
 
 MIN_ONLINE_EPISODE_LENGTH = 4  # sizes the online buffer's observation rows
@@ -52,8 +55,10 @@ def online_buffer_for(env: gym.Env, online_env_steps: int) -> EpisodeReplayBuffe
                                capacity, obs_capacity=rows)
 
 
-def prepare_run_dir(run: RunConfig) -> Path:
-    """A fresh timestamped directory, or the existing one when resuming."""
+def prepare_run_dir(run: RunConfig) -> RunLock:
+    """A fresh timestamped directory, or the existing one when resuming, with its lock
+    taken (`run/lock.py`): a directory another live process trains in is refused, naming
+    that process."""
     if run.resume:
         if run.run_dir is None:
             raise ConfigError("--run.resume needs --run.run-dir, the directory of the run to continue")
@@ -63,17 +68,24 @@ def prepare_run_dir(run: RunConfig) -> Path:
                               "drop --run.resume to start a new run there")
         if not (path / CONFIG_FILE).is_file():
             raise RunDirError(f"--run.run-dir {run.run_dir}: no {CONFIG_FILE}, so not a run directory to resume")
-        return path
+        return RunLock(path).acquire()
     if run.run_dir is not None:
         path = Path(run.run_dir)
         if path.exists() and not path.is_dir():
             raise ConfigError(f"--run.run-dir {run.run_dir} is a file, not a directory")
-        if path.exists() and any(path.iterdir()):
+        if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
+            refuse_if_locked(path)  # a live run there: name it rather than "not empty"
             raise ConfigError(f"--run.run-dir {run.run_dir} is not empty",
                               "pass --run.resume to continue that run, or pick another --run.run-dir")
         path.mkdir(parents=True, exist_ok=True)
-        return path
-    return make_run_dir(Path("runs"), run.name)
+        return RunLock(path).acquire()
+    return RunLock(make_run_dir(Path("runs"), run.name)).acquire()
+
+
+def resume_command(command: list[str], run_dir: Path) -> str:
+    """The shell command that continues the run in `run_dir` (its saved config.json gives
+    every other setting)."""
+    return shlex.join(["python", *command, "--run.resume", "--run.run-dir", str(run_dir)])
 
 
 def expected_videos(loop: LoopConfig) -> int:
@@ -107,24 +119,36 @@ def run_experiment(config: ExperimentConfig) -> dict:
     Every setting is checked before the run directory is touched, so a mistyped flag leaves
     nothing behind. `run.resume` on a run killed before its first checkpoint starts it
     again from the beginning (issue 9): with the same seeds it ends as an uninterrupted run.
+    SIGINT and SIGTERM stop it where it stands with a checkpoint (`run/stopping.py`,
+    `RunInterrupted`), and the run directory is locked while it runs (`run/lock.py`).
     """
-    entry = domain_entry(config.domain)
-    config = entry.prepare(config)
-    loop, run = config.loop, config.run
-    tune_malloc()
-    if run.threads > 0:
-        torch.set_num_threads(run.threads)
-    validate_loop(loop)
-    config.reward.validate()
-    validate_agent_configs(config)
-    seed_everything(run.seed)
-    device = resolve_device(run.device)
-    source = source_for(run, config.domain, config.algo)
-    if source is not None and source.offline_steps != loop.offline_steps:
-        print(f"{FLAG} {run.finetune_from}: pre-trained for {source.offline_steps} offline updates "
-              f"(--loop.offline-steps {loop.offline_steps} does not apply)", flush=True)
-        loop = replace(loop, offline_steps=source.offline_steps)
-    run_dir = prepare_run_dir(run)
+    with stop_on_signals() as stop:
+        entry = domain_entry(config.domain)
+        config = entry.prepare(config)
+        loop, run = config.loop, config.run
+        tune_malloc()
+        if run.threads > 0:
+            torch.set_num_threads(run.threads)
+        validate_loop(loop)
+        config.reward.validate()
+        validate_agent_configs(config)
+        seed_everything(run.seed)
+        device = resolve_device(run.device)
+        source = source_for(run, config.domain, config.algo)
+        if source is not None and source.offline_steps != loop.offline_steps:
+            print(f"{FLAG} {run.finetune_from}: pre-trained for {source.offline_steps} offline updates "
+                  f"(--loop.offline-steps {loop.offline_steps} does not apply)", flush=True)
+            loop = replace(loop, offline_steps=source.offline_steps)
+        with prepare_run_dir(run) as lock:
+            stop.resume = resume_command(entry.command(config), lock.run_dir)
+            summary = _train_in(lock.run_dir, config, loop, entry, source, device, stop)
+    return summary
+
+
+def _train_in(run_dir: Path, config: ExperimentConfig, loop: LoopConfig, entry: DomainEntry,
+              source: PretrainedSource | None, device: torch.device, stop: StopRequest) -> dict:
+    """The run itself, in its locked directory: logger, domain, agent, trainer, summary."""
+    run = config.run
     if run.resume:
         remove_stale_temporaries(run_dir / "checkpoints")
         precheck_resume(run_dir / "checkpoints")  # a damaged latest.pt is named before data load
@@ -143,7 +167,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
     probe.close()
     videos = entry.videos(config)
     trainer = Trainer(agent, domain.offline, online, domain.make_env, loop, config.reward, logger, run.seed,
-                      progress=run.progress, videos=videos)
+                      progress=run.progress, videos=videos, stop=stop)
     try:
         check_run_space(run_dir, agent, online, loop, videos)
         resumed = run.resume and trainer.try_resume()
@@ -153,6 +177,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         if source is not None and not resumed:
             logger.adopt_rows(source.rows)
             trainer.start_from_switch(source.switch, source.state, source.wall_s)
+        stop.graceful = True  # from here a signal stops the run at its next safe point
         summary = trainer.run()
     finally:
         trainer.close()

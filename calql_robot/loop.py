@@ -11,6 +11,13 @@ Resumable: a checkpoint holds the learner (networks, optimizers, alpha, alpha'),
 online buffer, all counters and every RNG state; the offline buffer is rebuilt from its
 dataset. Env episodes are seeded from (seed, episode index), so a resumed run sees the
 same episodes as an uninterrupted one.
+
+Stoppable (issue 22): on SIGINT or SIGTERM (`run/stopping.py`) the loop stops at its next
+safe point: after the update under way (offline, or between the updates that follow an
+online episode, whose count still due is a counter), or after the episode or evaluation
+under way. It writes a checkpoint that also holds the metrics not yet averaged into a row,
+and the number of rows logged, so that the resumed run logs exactly the rows an
+uninterrupted one would; then it raises `RunInterrupted`.
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ from tqdm import tqdm
 
 from calql_robot.agents.base import Agent, NonFiniteLossError, ValueEstimator
 from calql_robot.config import LoopConfig, RewardConfig
-from calql_robot.errors import CheckpointError
+from calql_robot.errors import CheckpointError, RunInterrupted, TrainingDiverged
 from calql_robot.rollouts import EvalResult, evaluate, initial_state_calibration, run_episode
 from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
                                         resume_state, save_run_checkpoint)
 from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plot_learning_curves
 from calql_robot.run.runlog import RunLogger
+from calql_robot.run.stopping import StopRequest
 from calql_robot.run.video import VideoRecorder
 from data.mixing import sample_mixed
 from data.replay import EpisodeReplayBuffer
@@ -57,8 +65,8 @@ def eval_seed_base(run_seed: int) -> int:
     return EVAL_SEED_OFFSET + 1000 * run_seed
 
 
-class TrainingStopped(RuntimeError):
-    """The run stopped on a non-finite loss; the last good checkpoint is kept."""
+class TrainingStopped(TrainingDiverged):
+    """The run stopped on a non-finite loss; the last good checkpoint is kept (exit 3)."""
 
 
 @dataclass
@@ -75,6 +83,10 @@ class Counters:
     # reports them (checkpoints written before these fields load with None)
     initial_success: float | None = None
     offline_success: float | None = None
+    # online updates still due for the last collected episode, and its length: a run
+    # stopped between those updates resumes with them (checkpoints before issue 22: 0)
+    pending_updates: int = 0
+    episode_length: int = 0
 
     @property
     def cumulative_regret(self) -> float:
@@ -102,10 +114,10 @@ class Trainer:
     def __init__(self, learner: Agent, offline: EpisodeReplayBuffer,
                  online: EpisodeReplayBuffer, make_env: Callable[[], gym.Env], loop: LoopConfig,
                  reward: RewardConfig, logger: RunLogger, seed: int, progress: bool = True,
-                 videos: bool = False) -> None:
+                 videos: bool = False, stop: StopRequest | None = None) -> None:
         self.learner, self.offline, self.online = learner, offline, online
         self.loop, self.reward, self.logger, self.seed = loop, reward, logger, seed
-        self.progress, self.videos = progress, videos
+        self.progress, self.videos, self.stop = progress, videos, stop
         self.env, self.eval_env = make_env(), make_env()
         self.rng = np.random.default_rng(seed)
         self.counters = Counters(next_eval_step=next_eval_step(0, loop.eval_every, loop.eval_at))
@@ -124,10 +136,27 @@ class Trainer:
         try:
             metrics = self.learner.update(batch)
         except NonFiniteLossError as err:
-            self.logger.log({"error/non_finite_loss": 1.0}, self.step, self._phase())
-            raise TrainingStopped(f"{err}; run stopped, last good checkpoint kept in {self.ckpt_dir}") from err
+            raise self._diverged(err) from err
         for k, v in metrics.items():
             self._window[k].append(v)
+
+    def _diverged(self, err: NonFiniteLossError) -> TrainingStopped:
+        """Log the good updates' metrics and a row for the bad update (its loss values,
+        `error/non_finite_loss`; the plot marks its step), draw the curves, and say so. No
+        checkpoint is written: the last one holds the last good state."""
+        self._flush_train_metrics()
+        step = self.step if self.learner.online else self.step + 1  # offline, update n is step n
+        losses = {f"error/{name}_loss": value for name, value in getattr(err, "losses", {}).items()}
+        self.logger.log({"error/non_finite_loss": 1.0, **losses, **self._progress_metrics()}, step, self._phase())
+        self._plot(quiet=True)
+        has_checkpoint = (self.ckpt_dir / "latest.pt").is_file()
+        kept = f"last good checkpoint kept in {self.ckpt_dir}" if has_checkpoint else "no checkpoint written yet"
+        resume = self.stop.resume if self.stop is not None and self.stop.resume else "--run.resume"
+        return TrainingStopped(f"{err}; run stopped at step {step}, {kept}",
+                               f"its row in {self.logger.metrics_path} (error/non_finite_loss) and "
+                               f"learning_curves.png show where; try lower learning rates or a smaller reward "
+                               f"scale: {resume} --<flag> <value> continues from the "
+                               f"{'last checkpoint' if has_checkpoint else 'start'} with them")
 
     def _phase(self) -> str:
         return "online" if self.learner.online else "offline"
@@ -160,12 +189,34 @@ class Trainer:
         return result
 
     # ---------------------------------------------------------------- checkpoints
-    def save(self) -> Path:
-        """Flush the metric window first, so a resumed run logs exactly what this one would."""
-        self._flush_train_metrics()
+    def save(self, keep_window: bool = False) -> Path:
+        """Flush the metric window first (at the schedule's checkpoints, where an
+        uninterrupted run flushes too), or with `keep_window` (a stop between two rows) save
+        it in the checkpoint: either way a resumed run logs exactly what this one would."""
+        if not keep_window:
+            self._flush_train_metrics()
         state = {"learner": self.learner.state_dict(), "online_buffer": self.online.state_dict(),
-                 "counters": {**self.counters.__dict__}, "rng": capture_rng_state(self.rng)}
+                 "counters": {**self.counters.__dict__}, "rng": capture_rng_state(self.rng),
+                 "window": {k: [float(v) for v in values] for k, values in self._window.items()},
+                 "metrics_rows": self.logger.rows}
         return save_run_checkpoint(self.ckpt_dir, state, self.step)
+
+    def _check_stop(self) -> None:
+        """At a safe point: if a signal asked the run to stop, checkpoint it here, draw the
+        curves and raise RunInterrupted saying where it stands and how to resume."""
+        if self.stop is None or not self.stop.requested:
+            return
+        path = self.save(keep_window=True)
+        self._plot(quiet=True)
+        raise RunInterrupted(f"{self.stop.name} at {self._where()}; checkpoint {path}"
+                             + (f"; resume: {self.stop.resume}" if self.stop.resume else ""), self.stop.signum)
+
+    def _where(self) -> str:
+        c, loop = self.counters, self.loop
+        if not self.learner.online:
+            return f"offline update {c.offline_updates} of {loop.offline_steps}"
+        due = f", {c.pending_updates} more due for its last episode" if c.pending_updates else ""
+        return f"online env step {c.env_steps} of {loop.online_env_steps} (online update {c.online_updates}{due})"
 
     def try_resume(self) -> bool:
         """Restore the latest checkpoint of this run directory, if there is one."""
@@ -174,7 +225,11 @@ class Trainer:
             return False
         path, state = found
         self._restore(path, state, with_online_buffer=True)
-        self.logger.truncate_after(self.step)
+        self._window = defaultdict(list, {k: list(v) for k, v in state.get("window", {}).items()})
+        if "metrics_rows" in state:  # exact, also for a stop between two rows of one step
+            self.logger.truncate_rows(state["metrics_rows"])
+        else:
+            self.logger.truncate_after(self.step)
         return True
 
     def start_from_switch(self, path: Path, state: dict[str, Any], wall_s: float) -> None:
@@ -230,6 +285,7 @@ class Trainer:
             c.offline_updates += 1
             bar.update(1)
             self._offline_hooks()
+            self._check_stop()
         bar.close()
 
     def _offline_hooks(self) -> None:
@@ -246,15 +302,26 @@ class Trainer:
         c, loop = self.counters, self.loop
         bar = tqdm(total=loop.online_env_steps, initial=c.env_steps, desc="online",
                    disable=not self.progress, unit="step")
+        if c.pending_updates:  # stopped between the updates of an episode: finish them first
+            self._finish_episode()
+            self._check_stop()
         while c.env_steps < loop.online_env_steps:
             before = c.env_steps
             self._online_episode()
             bar.update(c.env_steps - before)
             bar.set_postfix(regret=f"{c.cumulative_regret:.2f}")
+            self._check_stop()
         bar.close()
 
     def _online_episode(self) -> None:
         """One trajectory with the frozen stochastic policy, then len(traj) * utd updates."""
+        self._collect_episode()
+        if self.counters.pending_updates:
+            self._check_stop()
+        self._finish_episode()
+
+    def _collect_episode(self) -> None:
+        """Run and store one episode; its updates become due (none during the warm-up)."""
         c, loop = self.counters, self.loop
         policy = lambda obs: self.learner.act(obs, deterministic=False)  # noqa: E731
         episode = run_episode(self.env, policy, seed=EPISODE_SEED_STRIDE * self.seed + c.episodes)
@@ -265,20 +332,37 @@ class Trainer:
         self.logger.log({"online/episode_return": episode["return"], "online/success": float(episode["success"]),
                          "online/cumulative_regret": c.cumulative_regret, "online/episode_length": episode["length"],
                          **self._progress_metrics()}, self.step, "online")
-        updates = episode["length"] * loop.utd if c.env_steps > loop.warmup_env_steps else 0  # warm-up: none
-        for _ in range(updates):
+        c.episode_length = episode["length"]
+        c.pending_updates = episode["length"] * loop.utd if c.env_steps > loop.warmup_env_steps else 0
+
+    def _finish_episode(self) -> None:
+        """The updates still due for the last episode (a stop may come between two), then
+        the evaluation and checkpoint its env steps call for."""
+        c, loop = self.counters, self.loop
+        while c.pending_updates:
             self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng))
             c.online_updates += 1
+            c.pending_updates -= 1
             if c.online_updates % loop.log_every == 0:
                 self._flush_train_metrics()
+            if c.pending_updates:
+                self._check_stop()
         if c.env_steps >= c.next_eval_step and c.env_steps < loop.online_env_steps:
             self.evaluate("online")
         if c.next_eval_step <= c.env_steps:
             c.next_eval_step = next_eval_step(c.env_steps, loop.eval_every, loop.eval_at)
-        if c.env_steps // loop.checkpoint_every != (c.env_steps - episode["length"]) // loop.checkpoint_every:
+        if c.env_steps // loop.checkpoint_every != (c.env_steps - c.episode_length) // loop.checkpoint_every:
             self.save()
 
-    def _plot(self) -> None:
+    def _plot(self, quiet: bool = False) -> None:
+        """learning_curves.png (and calibration.png); `quiet`: a run stopping early may not
+        have logged what a figure needs, which must not hide why it stopped."""
+        if quiet:
+            try:
+                self._plot()
+            except ValueError:
+                pass
+            return
         run_dir = Path(self.logger.run_dir)
         plot_learning_curves(self.logger.metrics_path, run_dir / "learning_curves.png")
         if has_calibration_metrics(self.logger.metrics_path):  # agents whose metrics hold Q and G

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from data.schema import DatasetFormatError
+from data.suspicious import ActionFix, check_action_range, fit_actions
 from data.transitions import Transitions, binary_success_cut, make_transitions
 
 __all__ = ["UntrustedPickleError", "read_awac"]
@@ -35,8 +36,11 @@ class UntrustedPickleError(DatasetFormatError):
     """An AWAC pickle was about to be loaded without ``trust_pickle``."""
 
 
-def read_awac(path: str | os.PathLike, trust_pickle: bool = False) -> Transitions:
-    """Load an AWAC demo file, keep successful trajectories cut after their last success."""
+def read_awac(path: str | os.PathLike, trust_pickle: bool = False,
+              actions: ActionFix = "error") -> Transitions:
+    """Load an AWAC demo file, keep successful trajectories cut after their last success.
+    Actions outside [-1, 1] are refused naming the trajectory's key and row, unless
+    ``actions`` is "clip" or "rescale" (data/suspicious.py)."""
     src = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -54,7 +58,11 @@ def read_awac(path: str | os.PathLike, trust_pickle: bool = False) -> Transition
         raise DatasetFormatError(src, "<pickle>", "expected a non-empty object array of "
                                  "per-trajectory dicts")
     parts = [_trajectory(tr, src, i) for i, tr in enumerate(trajs)]
+    if actions == "error":
+        for i, part in enumerate(parts):
+            check_action_range(part["actions"], src, f"[{i}]/actions")
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    cat["actions"], fitted = fit_actions(cat["actions"], actions)
     n = cat["rewards"].shape[0]
     ends = np.zeros(n, dtype=bool)
     ends[np.cumsum([p["rewards"].shape[0] for p in parts]) - 1] = True
@@ -63,7 +71,8 @@ def read_awac(path: str | os.PathLike, trust_pickle: bool = False) -> Transition
     whole = make_transitions(src, cat["observations"], cat["actions"], cat["rewards"],
                              cat["next_observations"], np.zeros(n, dtype=bool), ends)
     success = cat["rewards"] == 0.0
-    return binary_success_cut(whole, success, f"AWAC pickle: {len(trajs)} trajectories")
+    note = f"AWAC pickle: {len(trajs)} trajectories" + (f"; {fitted}" if fitted else "")
+    return binary_success_cut(whole, success, note)
 
 
 def _trajectory(tr: Any, src: str, i: int) -> dict[str, np.ndarray]:

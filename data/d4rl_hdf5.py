@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from data.schema import DatasetFormatError
+from data.suspicious import ActionFix, checked_actions
 from data.transitions import Transitions, make_transitions
 
 __all__ = ["from_d4rl_arrays", "load_with_d4rl", "read_d4rl_hdf5"]
@@ -38,19 +39,23 @@ REQUIRED = {"observations": 2, "actions": 2, "rewards": 1, "terminals": 1}
 """Keys every D4RL file has, with their rank (``rewards``/flags may be stored (N, 1))."""
 
 
-def read_d4rl_hdf5(path: str | os.PathLike) -> Transitions:
+def read_d4rl_hdf5(path: str | os.PathLike, actions: ActionFix = "error") -> Transitions:
     """Read a D4RL HDF5 file into :class:`Transitions` (qlearning_dataset semantics).
 
     ``success`` is filled from ``infos/goal_achieved`` when the file has it (Adroit).
     Raises :class:`DatasetFormatError` naming the file and the key for a missing key,
-    mismatched row counts or non-finite values.
+    mismatched row counts or non-finite values, and (unless ``actions`` is "clip" or
+    "rescale", data/suspicious.py) for actions outside [-1, 1], naming the file's row.
     """
     arrays, notes = _read_arrays(Path(path))
-    return from_d4rl_arrays(str(path), arrays, notes)
+    return from_d4rl_arrays(str(path), arrays, notes, actions)
 
 
-def from_d4rl_arrays(src: str, arrays: dict[str, np.ndarray], notes: list[str]) -> Transitions:
+def from_d4rl_arrays(src: str, arrays: dict[str, np.ndarray], notes: list[str],
+                     actions: ActionFix = "error") -> Transitions:
     """qlearning_dataset semantics on already-read D4RL arrays (a file, or ``get_dataset()``)."""
+    arrays["actions"], fitted = checked_actions(arrays["actions"], actions, src, "actions")  # the file's rows
+    notes = notes + ([fitted] if fitted else [])
     n = arrays["rewards"].shape[0]
     if n < 2:
         raise DatasetFormatError(src, "rewards", f"{n} rows; need >= 2 (next obs is the next row)")
@@ -132,7 +137,7 @@ def _flag(arr: np.ndarray, src: str, key: str) -> np.ndarray:
     raise DatasetFormatError(src, key, f"expected bool or 0/1 flags, got dtype {arr.dtype}")
 
 
-def load_with_d4rl(name: str) -> Transitions:
+def load_with_d4rl(name: str, actions: ActionFix = "error") -> Transitions:
     """``--dataset d4rl:<name>``: the dataset through the d4rl package, when it imports.
 
     d4rl needs mujoco-py and the MuJoCo 2.1 binaries, so on most machines it does not; the
@@ -154,4 +159,4 @@ def load_with_d4rl(name: str) -> Transitions:
     if "infos/goal_achieved" in raw:
         arrays["infos/goal_achieved"] = _flag(np.asarray(raw["infos/goal_achieved"]),
                                               f"d4rl:{name}", "infos/goal_achieved")
-    return from_d4rl_arrays(f"d4rl:{name}", arrays, ["via the d4rl package"])
+    return from_d4rl_arrays(f"d4rl:{name}", arrays, ["via the d4rl package"], actions)

@@ -49,6 +49,7 @@ import numpy as np
 
 from .schema import (FORMAT_NAME, FORMAT_VERSION, STEP_DTYPES, STEP_NDIM, DatasetFormatError,
                      check_episode, check_step_values)
+from .suspicious import ActionFix, check_not_constant, checked_actions
 
 __all__ = ["DatasetFormatError", "EpisodeDataset", "FORMAT_NAME", "FORMAT_VERSION",
            "read_episodes", "success_statistics", "validate", "write_episodes"]
@@ -337,20 +338,26 @@ def validate(path: str | os.PathLike) -> dict[str, Any]:
 
 def read_episodes(path: str | os.PathLike, tasks: TaskList | None = None,
                   exclude_tasks: TaskList | None = None,
-                  observation_keys: Sequence[str] | None = None) -> EpisodeDataset:
+                  observation_keys: Sequence[str] | None = None,
+                  actions: ActionFix = "error") -> EpisodeDataset:
     """Validate and load a file, keeping episodes whose (target, distractor) is in ``tasks``
     (all if None) and not in ``exclude_tasks`` (e.g. the held-out fine-tuning task).
 
     ``observation_keys`` loads only some observation datasets (e.g. skip images for a
     state-based run). Every observation dataset is read with one slice per run of
-    consecutive kept episodes (one read in total when nothing is filtered).
+    consecutive kept episodes (one read in total when nothing is filtered). Actions outside
+    [-1, 1] (the episode contract) are refused naming the file's row, unless ``actions`` is
+    "clip" or "rescale"; observations constant in every loaded key are refused
+    (data/suspicious.py).
     """
     with _open(path) as f:
         small = _check_file(f, str(path))
+        small["actions"], _ = checked_actions(small["actions"], actions, str(path), "actions")
         keep = _task_mask(small["task"], tasks, exclude_tasks, str(path))
         names = _selected_obs(f, observation_keys, str(path))
         obs_runs = _row_runs(keep, small["obs_start"], small["length"] + 1)
         obs = {name: _read_runs(f[name], obs_runs, str(path)) for name in names}
+    check_not_constant(obs, str(path))
     length = small["length"][keep]
     step_mask = np.repeat(keep, small["length"])
     return EpisodeDataset(

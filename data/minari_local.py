@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from data.schema import DatasetFormatError
+from data.suspicious import ActionFix, check_action_range, fit_actions
 from data.transitions import Transitions, make_transitions
 
 __all__ = ["flatten_obs", "minari_dataset_dir", "read_minari", "read_minari_metadata"]
@@ -64,11 +65,14 @@ def read_minari_metadata(data_dir: Path) -> dict[str, Any]:
 
 
 def read_minari(dataset: str | os.PathLike, root: str | os.PathLike | None = None,
-                obs_keys: Sequence[str] | None = None, use_minari: bool | None = None) -> Transitions:
+                obs_keys: Sequence[str] | None = None, use_minari: bool | None = None,
+                actions: ActionFix = "error") -> Transitions:
     """Read a local Minari dataset into :class:`Transitions`.
 
     ``use_minari=None`` uses the ``minari`` package when it imports, else h5py directly;
-    True/False force one path (both give identical arrays; the tests check that).
+    True/False force one path (both give identical arrays; the tests check that). Actions
+    outside [-1, 1] are refused naming the episode's key and row, unless ``actions`` is
+    "clip" or "rescale" (data/suspicious.py).
     """
     data_dir = minari_dataset_dir(dataset, root)
     src = str(data_dir / MAIN_FILE)
@@ -80,29 +84,32 @@ def read_minari(dataset: str | os.PathLike, root: str | os.PathLike | None = Non
             use_minari = False
     if use_minari:
         try:
-            return _collect(list(_episodes_minari(data_dir)), obs_keys, src, "via minari")
+            return _collect(list(_episodes_minari(data_dir)), obs_keys, src, "via minari", actions)
         except Exception as err:  # noqa: BLE001 - re-read with h5py for a precise message
-            _collect(_episodes_h5py(Path(src)), obs_keys, src, "via h5py")
+            _collect(_episodes_h5py(Path(src)), obs_keys, src, "via h5py", actions)
             raise DatasetFormatError(src, "/", f"minari could not read it: "
                                      f"{type(err).__name__}: {err}") from err
-    return _collect(_episodes_h5py(Path(src)), obs_keys, src, "via h5py")
+    return _collect(_episodes_h5py(Path(src)), obs_keys, src, "via h5py", actions)
 
 
 def _collect(episodes: Any, obs_keys: Sequence[str] | None, src: str,
-             how: str) -> Transitions:
+             how: str, actions: ActionFix = "error") -> Transitions:
     """Concatenate the episodes' transitions (each checked) into one Transitions."""
     parts = {k: [] for k in ("obs", "next", "actions", "rewards", "terms", "touts")}
     keys_used: list[str] | None = None
     for name, ep in episodes:
         obs, keys_used = flatten_obs(ep["observations"], obs_keys, src, f"{name}/observations")
         _append_episode(parts, ep, obs, src, name)
+        if actions == "error":
+            check_action_range(parts["actions"][-1], src, f"{name}/actions")
     if keys_used is None:
         raise DatasetFormatError(src, "episode_0", "the dataset holds no episodes")
     cat = {k: np.concatenate(v) for k, v in parts.items()}
+    cat["actions"], fitted = fit_actions(cat["actions"], actions)
     note = (f"Minari {how}; observations = "
             + (" ++ ".join(keys_used) if keys_used != [""] else "the array as stored"))
     return make_transitions(src, cat["obs"], cat["actions"], cat["rewards"], cat["next"],
-                            cat["terms"], cat["touts"], notes=(note,))
+                            cat["terms"], cat["touts"], notes=(note, *([fitted] if fitted else [])))
 
 
 def _append_episode(parts: dict[str, list], ep: Mapping[str, Any], obs: np.ndarray,

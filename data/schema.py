@@ -76,6 +76,10 @@ def check_episode(ep: Mapping[str, Any], index: int) -> int:
                                  f"expected a bool, got {ep['success']!r}")
     check_step_values(ep["rewards"], ep["actions"], ep["terminals"], ep["timeouts"],
                       np.array([length]), None, where)
+    bad = np.flatnonzero(np.abs(ep["actions"]).max(axis=1) > 1.0 + 1e-6)  # data/suspicious.py's bound
+    if bad.size:
+        raise DatasetFormatError(None, f"{where}/actions", f"row {bad[0]} holds "
+                                 f"{ep['actions'][bad[0]].tolist()}, outside the action space [-1, 1]")
     return length
 
 

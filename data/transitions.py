@@ -28,6 +28,7 @@ import numpy as np
 
 from data.returns import mc_returns, trajectory_ends, transform_rewards
 from data.schema import DatasetFormatError
+from data.suspicious import check_not_constant
 
 if TYPE_CHECKING:
     from data.replay import EpisodeReplayBuffer
@@ -84,7 +85,8 @@ def make_transitions(source: str, observations: np.ndarray, actions: np.ndarray,
     """Check the arrays (naming ``source`` and the key on failure) and compute ``ends``.
 
     Observations and actions become float32, flags bool; a step flagged both terminal and
-    timeout is an error (SPEC section 7: terminal vs timeout mixed up).
+    timeout is an error (SPEC section 7: terminal vs timeout mixed up), and so are
+    observations constant in every dimension (data/suspicious.py).
     """
     n = int(np.asarray(rewards).shape[0]) if np.ndim(rewards) >= 1 else -1
     arrays = {"observations": observations, "actions": actions, "rewards": rewards,
@@ -109,6 +111,7 @@ def make_transitions(source: str, observations: np.ndarray, actions: np.ndarray,
         out[key] = _finite_float32(out[key], source, key)
     for key in ("terminals", "timeouts"):
         out[key] = _flags(out[key], source, key)
+    check_not_constant(out["observations"], source)
     both = np.flatnonzero(out["terminals"] & out["timeouts"])
     if both.size:
         raise DatasetFormatError(source, "timeouts", f"{both.size} steps are both terminal "

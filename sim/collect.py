@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue as queue_mod
-from collections.abc import Iterable, Sequence
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
@@ -113,14 +116,20 @@ def collect_episodes(tasks: Iterable[Sequence[int]], episodes_per_task: int, *,
 
 def _collect_parallel(jobs: list, results: list, cfg: ScriptedConfig, image_size: int,
                       privileged: bool, workers: int, bar: tqdm) -> None:
-    """Round-robin the jobs over `workers` spawned processes and gather via a queue."""
+    """Round-robin the jobs over `workers` spawned processes and gather via a queue.
+
+    A terminal's Ctrl-C reaches every process of its group: the workers are started with
+    SIGINT ignored (a spawned Python keeps an ignored SIGINT), so the parent alone answers
+    it, and on any exception the workers are terminated at once instead of finishing."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     n = min(workers, len(jobs))
     procs = [ctx.Process(target=_worker, args=(jobs[w::n], cfg, image_size, privileged, queue),
                          daemon=True) for w in range(n)]
-    for proc in procs:
-        proc.start()
+    with _sigint_ignored():
+        for proc in procs:
+            proc.start()
+    finished = False
     try:
         done = 0
         while done < len(jobs):
@@ -134,8 +143,25 @@ def _collect_parallel(jobs: list, results: list, cfg: ScriptedConfig, image_size
             results[job_id] = episode
             done += 1
             bar.update(1)
+        finished = True
     finally:
         for proc in procs:
+            if not finished:
+                proc.terminate()
             proc.join(timeout=10)
             if proc.is_alive():
                 proc.terminate()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored in this process while the block runs (children started in it inherit
+    that); a no-op outside the main thread, where Python sets no handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -204,11 +204,15 @@ def test_non_finite_loss_stops_run_and_keeps_last_checkpoint(tmp_path: Path, mon
         return original(self, batch)
 
     monkeypatch.setattr(CalQLLearner, "update", update)
-    with pytest.raises(TrainingStopped, match="last good checkpoint"):
+    with pytest.raises(TrainingStopped, match="run stopped at step 24, last good checkpoint kept") as info:
         run(cfg)
+    assert info.value.exit_code == 3 and "--run.resume" in info.value.hint
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")
     assert state["learner"]["num_updates"] == 20
-    assert any("error/non_finite_loss" in r for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rows[-1]["error/non_finite_loss"] == 1.0 and rows[-1]["step"] == 24, "the bad update's row, at its step"
+    assert rows[-2]["step"] == 23 and "train/critic_loss" in rows[-2], "the good updates before it are logged"
+    assert (tmp_path / "run" / "learning_curves.png").is_file()
 
 
 @pytest.mark.parametrize("change,match", [

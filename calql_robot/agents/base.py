@@ -84,7 +84,12 @@ class ValueEstimator(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-    """Raised before any parameter changes when a loss is NaN or infinite."""
+    """Raised before any parameter changes when a loss is NaN or infinite; `losses` holds
+    every loss's value of that update (the loop logs them in the row of the bad update)."""
+
+    def __init__(self, message: str, losses: Mapping[str, float] | None = None) -> None:
+        super().__init__(message)
+        self.losses = dict(losses or {})
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,7 +141,7 @@ def apply_losses(losses: Mapping[str, torch.Tensor], optimizers: Iterable[torch.
     total = sum(losses.values())
     if not torch.isfinite(total):
         bad = {k: float(v.detach()) for k, v in losses.items()}
-        raise NonFiniteLossError(f"non-finite loss at update {update}: {bad}")
+        raise NonFiniteLossError(f"non-finite loss at update {update}: {bad}", bad)
     optimizers = list(optimizers)
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)

@@ -5,14 +5,22 @@ observation space. Domains import this file; nothing here imports a domain."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
 from torch import nn
 
+from calql_robot.errors import DatasetError
 from data.replay import EpisodeReplayBuffer
+from data.suspicious import ActionRangeError
 from encoders.normalize import ObsNormalizer
+
+ACTIONS_FLAG = "--out-of-range-actions"
+"""The flag (field `out_of_range_actions`) that lets a dataset's actions outside [-1, 1]
+through, clipped or rescaled (data/suspicious.py); without it they stop the run."""
 
 
 @dataclass
@@ -44,3 +52,15 @@ def vector_rollout_modules(cfg: Any, env: gym.Env) -> tuple[ObsNormalizer | None
     checkpoint's encoder buffers overwrite."""
     dim = int(env.observation_space.shape[0])
     return (ObsNormalizer.identity(dim) if cfg.normalize_obs else None), dim
+
+
+@contextmanager
+def naming_the_action_flag() -> Iterator[None]:
+    """A reader's refusal of actions outside [-1, 1] as a one-line DatasetError whose hint
+    names the flag that accepts them, and what each choice does."""
+    try:
+        yield
+    except ActionRangeError as err:
+        raise DatasetError(str(err), f"if that is how the data are meant, pass {ACTIONS_FLAG} clip (clip them to "
+                                     f"[-1, 1]) or {ACTIONS_FLAG} rescale (divide them all by their largest |a|)"
+                           ) from err

@@ -31,11 +31,12 @@ from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
-from calql_robot.domains.base import Domain, obs_spec_of
+from calql_robot.domains.base import Domain, naming_the_action_flag, obs_spec_of
 from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
                                   reusable_dataset)
 from calql_robot.errors import ConfigError, DatasetError
 from data.replay import EpisodeReplayBuffer
+from data.suspicious import ActionFix
 
 DOMAIN_NAME = "pickplace_visual"
 
@@ -67,6 +68,9 @@ class VisualExperimentConfig:
     dataset: str | None = None
     """Train on this existing HDF5 file as it is, whatever settings produced it; its recorded
     collection settings replace --data.* (shown, and saved in the run's config.json)."""
+    out_of_range_actions: ActionFix = "error"
+    """Dataset actions outside [-1, 1]: 'error' stops the run naming the file, key, row and
+    value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
     """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -220,7 +224,8 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
     from data.episodes_hdf5 import read_episodes
 
     path = Path(cfg.dataset) if cfg.dataset is not None else find_or_create_dataset(cfg.data)
-    data = read_episodes(path, exclude_tasks=excluded_tasks(cfg))
+    with naming_the_action_flag():
+        data = read_episodes(path, exclude_tasks=excluded_tasks(cfg), actions=cfg.out_of_range_actions)
     if data.num_episodes == 0:
         raise DatasetError(f"{path}: no pre-training episodes left after excluding task {cfg.resolved_task()}")
     image = data.observations["image"]

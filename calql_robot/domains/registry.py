@@ -23,7 +23,8 @@ from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
-from calql_robot.domains.base import Domain
+from calql_robot.domains.base import Domain, naming_the_action_flag
+from data.suspicious import ActionFix
 from data.transitions import Transitions
 
 Family = Literal["antmaze", "kitchen", "adroit"]
@@ -101,6 +102,9 @@ class TaskExperimentConfig:
     """Root of local Minari datasets (default $MINARI_DATASETS_PATH, then ~/.minari/datasets)."""
     trust_pickle: bool = False
     """Allow loading AWAC .npy pickles (they can run code: only files from a trusted source)."""
+    out_of_range_actions: ActionFix = "error"
+    """Dataset actions outside [-1, 1] (unnormalised?): 'error' stops the run naming the file,
+    key, row and value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     preset: Literal["smoke", "paper"] = "smoke"
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
@@ -185,12 +189,15 @@ def resolve_format(dataset: str, fmt: str) -> str:
 
 def load_task_dataset(task: str, dataset: str, fmt: str = "auto",
                       minari_root: str | None = None,
-                      trust_pickle: bool = False) -> tuple[Transitions, dict[str, Any]]:
+                      trust_pickle: bool = False,
+                      actions: ActionFix = "error") -> tuple[Transitions, dict[str, Any]]:
     """Read ``dataset`` for ``task`` into Transitions; also the env options it implies.
 
     The options pick the AntMaze frame: D4RL data run in the D4RL frame, Minari data in
     gymnasium-robotics' own (with the dataset's recorded maze when its metadata has one).
-    Sizes are checked against the task's env; mismatches name the file and the key.
+    Sizes are checked against the task's env; mismatches name the file and the key. Actions
+    outside [-1, 1] stop it unless ``actions`` says to clip or rescale them
+    (`--out-of-range-actions`, data/suspicious.py).
     """
     from calql_robot.errors import DatasetError
     from data.transitions import check_dims
@@ -202,7 +209,8 @@ def load_task_dataset(task: str, dataset: str, fmt: str = "auto",
     kind = resolve_format(dataset, fmt)
     reader = {"antmaze": _antmaze_data, "kitchen": _kitchen_data, "adroit": _adroit_data}
     try:
-        data, options = reader[t.family](t, dataset, kind, minari_root, trust_pickle)
+        with naming_the_action_flag():
+            data, options = reader[t.family](t, dataset, kind, minari_root, trust_pickle, actions)
     except FileNotFoundError as err:  # the readers name the path; say which flag it came from
         raise DatasetError(f"--dataset {dataset}: {err}") from err
     probe = make_task_env(task, env_options=options)
@@ -213,22 +221,22 @@ def load_task_dataset(task: str, dataset: str, fmt: str = "auto",
     return data, options
 
 
-def _d4rl(dataset: str) -> Transitions:
+def _d4rl(dataset: str, actions: ActionFix) -> Transitions:
     from data.d4rl_hdf5 import load_with_d4rl, read_d4rl_hdf5
 
     if dataset.lower().startswith("d4rl:"):
-        return load_with_d4rl(dataset[5:])
-    return read_d4rl_hdf5(Path(dataset).expanduser())
+        return load_with_d4rl(dataset[5:], actions)
+    return read_d4rl_hdf5(Path(dataset).expanduser(), actions)
 
 
 def _antmaze_data(t: Task, dataset: str, kind: str, root: str | None,
-                  trust: bool) -> tuple[Transitions, dict[str, Any]]:
+                  trust: bool, actions: ActionFix) -> tuple[Transitions, dict[str, Any]]:
     if kind == "d4rl":
-        return _d4rl(dataset), {"frame": "d4rl"}
+        return _d4rl(dataset, actions), {"frame": "d4rl"}
     if kind == "minari":
         from data.minari_local import minari_dataset_dir, read_minari, read_minari_metadata
 
-        data = read_minari(dataset, root, obs_keys=("achieved_goal", "observation"))
+        data = read_minari(dataset, root, obs_keys=("achieved_goal", "observation"), actions=actions)
         meta = read_minari_metadata(minari_dataset_dir(dataset, root))
         return data, {"frame": "gymnasium", "maze_map": _recorded_maze(meta)}
     raise ValueError(f"{t.name}: --format {kind} is not an AntMaze layout (use d4rl or minari)")
@@ -251,16 +259,16 @@ def _recorded_maze(meta: dict[str, Any]) -> list | None:
 
 
 def _kitchen_data(t: Task, dataset: str, kind: str, root: str | None,
-                  trust: bool) -> tuple[Transitions, dict[str, Any]]:
+                  trust: bool, actions: ActionFix) -> tuple[Transitions, dict[str, Any]]:
     from calql_robot.domains.kitchen import D4RL_OBS_DIM, TASKS as SUBTASKS, refuse_d4rl_kitchen
 
     if kind == "d4rl":
-        data = _d4rl(dataset)
+        data = _d4rl(dataset, actions)
         if data.obs_dim == D4RL_OBS_DIM:
             refuse_d4rl_kitchen(data.source, data.obs_dim, t.minari_id)
     elif kind == "minari":
         from data.minari_local import read_minari
-        data = read_minari(dataset, root, obs_keys=("observation",))
+        data = read_minari(dataset, root, obs_keys=("observation",), actions=actions)
     else:
         raise ValueError(f"{t.name}: --format {kind} is not a Kitchen layout (use minari)")
     # Success = all four subtasks solved (reward 4), the env adapter's info['success'].
@@ -268,15 +276,15 @@ def _kitchen_data(t: Task, dataset: str, kind: str, root: str | None,
 
 
 def _adroit_data(t: Task, dataset: str, kind: str, root: str | None,
-                 trust: bool) -> tuple[Transitions, dict[str, Any]]:
+                 trust: bool, actions: ActionFix) -> tuple[Transitions, dict[str, Any]]:
     from data.schema import DatasetFormatError
     from data.transitions import binary_success_cut
 
     if kind == "awac":
         from data.awac import read_awac
-        return read_awac(Path(dataset).expanduser(), trust_pickle=trust), {}
+        return read_awac(Path(dataset).expanduser(), trust_pickle=trust, actions=actions), {}
     if kind == "d4rl":
-        data = _d4rl(dataset)
+        data = _d4rl(dataset, actions)
         if data.success is None:
             raise DatasetFormatError(data.source, "infos/goal_achieved", "missing; the binary "
                                      "Adroit task needs the per-step goal flag")
@@ -308,7 +316,7 @@ def build_task_domain(cfg: TaskExperimentConfig) -> Domain:
     from data.transitions import buffer_from_transitions, dataset_summary
 
     data, options = load_task_dataset(cfg.task, cfg.dataset, cfg.format, cfg.minari_root,
-                                      cfg.trust_pickle)
+                                      cfg.trust_pickle, cfg.out_of_range_actions)
     r = cfg.reward
     offline = buffer_from_transitions(data, cfg.reward.discount, r.scale, r.bias, r.failure_reward)
     s = dataset_summary(data, cfg.reward.discount, r.scale, r.bias, r.failure_reward)

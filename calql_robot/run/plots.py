@@ -59,6 +59,12 @@ def switch_step(rows: Sequence[dict[str, Any]]) -> int | None:
     return next((int(r["step"]) for r in rows if r.get("phase") == "online"), None)
 
 
+def divergence_step(rows: Sequence[dict[str, Any]]) -> int | None:
+    """Step of the row a run logged for the update whose loss was not finite (the loop's
+    `error/non_finite_loss`), or None: the figure marks where a diverged run stopped."""
+    return next((int(r["step"]) for r in rows if r.get("error/non_finite_loss")), None)
+
+
 def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(steps, values, phases) of the rows that carry a numeric `key`. Rows are sparse (an
     eval row has no losses), so each key keeps only its own rows; NaN/inf stay in and
@@ -84,7 +90,8 @@ def _resolve_keys(rows: Sequence[dict[str, Any]], keys: Sequence[str] | None, pa
     return chosen
 
 
-def _draw_key(ax: Any, rows: Sequence[dict[str, Any]], key: str, switch: int | None) -> None:
+def _draw_key(ax: Any, rows: Sequence[dict[str, Any]], key: str, switch: int | None,
+              diverged: int | None = None) -> None:
     """One subplot: a line per phase, markers when points are sparse (evaluations)."""
     steps, values, phases = series(rows, key)
     marker = "o" if len(steps) <= 50 else None
@@ -94,6 +101,8 @@ def _draw_key(ax: Any, rows: Sequence[dict[str, Any]], key: str, switch: int | N
                 color=PHASE_COLOURS.get(phase, OTHER_COLOUR), label=phase)
     if switch is not None:
         ax.axvline(switch, color="black", linestyle="--", linewidth=1.0, alpha=0.7)
+    if diverged is not None:
+        ax.axvline(diverged, color="tab:red", linestyle=":", linewidth=1.5)
     ax.set_title(key, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -103,20 +112,22 @@ def _draw_key(ax: Any, rows: Sequence[dict[str, Any]], key: str, switch: int | N
 def learning_curve_figure(rows: Sequence[dict[str, Any]], keys: Sequence[str], title: str = "") -> Figure:
     """The figure itself (one subplot per key, in `keys` order); split out so callers and
     tests can inspect or restyle it before saving."""
-    switch = switch_step(rows)
+    switch, diverged = switch_step(rows), divergence_step(rows)
     ncols = min(MAX_COLS, len(keys))
     nrows = math.ceil(len(keys) / ncols)
     fig = Figure(figsize=(4.0 * ncols, 2.8 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, key in zip(axes, keys):
-        _draw_key(ax, rows, key, switch)
+        _draw_key(ax, rows, key, switch, diverged)
     for ax in axes[len(keys):]:
         ax.set_visible(False)
     phases = dict.fromkeys(str(r.get("phase", "")) for r in rows)  # all phases, in order
     handles = [Line2D([], [], color=PHASE_COLOURS.get(p, OTHER_COLOUR), label=p) for p in phases]
     handles += [Line2D([], [], color="black", linestyle="--", label="online switch")] if switch is not None else []
+    handles += [Line2D([], [], color="tab:red", linestyle=":", label="non-finite loss")] if diverged is not None else []
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    fig.suptitle(title + ("" if switch is None else f"  (online from step {switch})"), fontsize=10)
+    fig.suptitle(title + ("" if switch is None else f"  (online from step {switch})")
+                 + ("" if diverged is None else f"  (diverged at step {diverged})"), fontsize=10)
     return fig
 
 

@@ -23,8 +23,10 @@ file is strict JSON and a diverged loss stays distinguishable from a missing one
 
 Resume (SPEC section 7: "resume must restore ... counters"): a run killed after its last
 checkpoint may have logged rows past the checkpoint's step. Open the logger with
-`resume=True` (keeps metrics.jsonl) and call `truncate_after(checkpoint_step)` so the
-re-run steps are not duplicated.
+`resume=True` (keeps metrics.jsonl) and call `truncate_rows(rows)` with the row count the
+checkpoint recorded (`RunLogger.rows` when it was written; exact even for a checkpoint
+taken between two rows of one step, as a stop by signal is), or `truncate_after(step)`
+for checkpoints that recorded none, so the re-run steps are not duplicated.
 
 wandb is optional and imported lazily only when `wandb_mode != "disabled"`; "offline"
 writes a local run that needs no account (sync later with `wandb sync`).
@@ -287,6 +289,7 @@ class RunLogger:
         self._write_config()
         if resume:
             self._drop_partial_tail()
+        self.rows = self._count_rows()  # rows in metrics.jsonl: a checkpoint records it
         self._wandb_run = self._init_wandb(wandb_mode, project, run_name)
         self._file: TextIO | None = open(self.metrics_path, "a", encoding="utf-8")
 
@@ -328,6 +331,11 @@ class RunLogger:
         if text and not text.endswith("\n"):
             self._rewrite(_parse_lines(self.metrics_path, text))
 
+    def _count_rows(self) -> int:
+        if not self.metrics_path.is_file():
+            return 0
+        return len(_parse_lines(self.metrics_path, self.metrics_path.read_text(encoding="utf-8")))
+
     def _init_wandb(self, mode: str, project: str, run_name: str | None) -> Any:
         """Lazy wandb import: a disabled logger never imports wandb. The run id is kept in
         the run dir so a resumed run continues the same wandb run."""
@@ -357,6 +365,7 @@ class RunLogger:
         except OSError as err:
             self._undo_partial_row(end)
             raise no_space(self.metrics_path) if is_no_space(err) else err
+        self.rows += 1
         if self._wandb_run is not None:
             self._wandb_run.log({k: _scalar(k, v) for k, v in metrics.items()}, step=int(step))
 
@@ -381,11 +390,25 @@ class RunLogger:
             self._file.close()
         text = self.metrics_path.read_text(encoding="utf-8") if self.metrics_path.is_file() else ""
         rows = _parse_lines(self.metrics_path, text)
-        kept = [r for r in rows if r["step"] <= step]
+        return self._keep([r for r in rows if r["step"] <= step], len(rows))
+
+    def truncate_rows(self, count: int) -> int:
+        """Keep the first `count` rows (atomically) and return how many were dropped: the
+        rows a checkpoint recorded (`rows` when it was written); the rest were logged after
+        it by a process that did not live to checkpoint them."""
+        if self._file is not None:
+            self._file.close()
+        text = self.metrics_path.read_text(encoding="utf-8") if self.metrics_path.is_file() else ""
+        rows = _parse_lines(self.metrics_path, text)
+        return self._keep(rows[:max(int(count), 0)], len(rows))
+
+    def _keep(self, kept: list[dict[str, Any]], total: int) -> int:
+        """Rewrite the file with `kept` (closed before) and reopen it for appending."""
         self._rewrite(kept)
+        self.rows = len(kept)
         if self._file is not None:
             self._file = open(self.metrics_path, "a", encoding="utf-8")
-        return len(rows) - len(kept)
+        return total - len(kept)
 
     def adopt_rows(self, rows: list[dict[str, Any]]) -> None:
         """Start an empty metrics file with another run's rows, as read by `read_metrics`
@@ -398,6 +421,7 @@ class RunLogger:
         atomic_write_text(self.metrics_path, "".join(
             encode_row({k: v for k, v in r.items() if k not in RESERVED_KEYS}, r["step"], r["phase"], r["time"]) + "\n"
             for r in rows))
+        self.rows = len(rows)
         self._file = open(self.metrics_path, "a", encoding="utf-8")
 
     def _rewrite(self, rows: list[dict[str, Any]]) -> None:
