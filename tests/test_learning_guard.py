@@ -28,7 +28,7 @@ along successful episodes; Q(s0, pi) - realised return on successes):
 | the default preset without its TD3+BC term (`--learner.td3bc-alpha None`) | **0.30 / 0.00** | 0.97, 46 | **none succeeded** | fails |
 | `--no-normalize-obs` | **0.15 / 0.10** | 0.90, 31 | 42 | fails |
 | critic frozen (`--learner.critic-lr 1e-12`) | **0 / 0** | **0.00, 0** | **none succeeded** | fails |
-| the Cal-QL bound with the wrong sign (min instead of max) | see RESULTS.md, session 9 | | | |
+| the Cal-QL bound with the wrong sign (min instead of max) | **0 / 0** | **0.14, 1.4** | **none succeeded** | fails |
 The blind critic is caught only by the value check: its actor, carried by the BC term,
 still succeeds. The runs pin one thread, so the pytest process's own thread count does not
 move them.
