@@ -52,6 +52,10 @@ GUARD_FLAGS = ["--run.seed", "0", "--run.threads", "1", "--run.device", "cpu", "
                "--loop.eval-every", "1000", "--loop.eval-episodes", "20", "--loop.checkpoint-every", "2000"]
 PRESETS = {"default": [], "paper": ["--preset", "paper"]}
 
+# the module's first test waits for both runs (~4-5 min on a free 2-core machine); pytest.ini's
+# 600 s per test is too tight when the machine is shared, the runs' own limit is below
+pytestmark = pytest.mark.timeout(1800)
+
 THRESHOLDS = {
     # 6 of 20 episodes at the switch and at the end: P < 1% for the noise-0.5 scripted policy
     # (7% success); the end may sit below the switch by at most 5 of 20 episodes.
@@ -75,9 +79,15 @@ def guard_runs(tmp_path_factory) -> dict[str, Path]:
         cmd = [sys.executable, "train_state.py", *flags, "--run.run-dir", str(base / name), *GUARD_FLAGS]
         procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=1500)
-        assert proc.returncode == 0, f"{name}: {err[-2000:]}"
+    try:
+        for name, proc in procs.items():
+            _, err = proc.communicate(timeout=1500)
+            assert proc.returncode == 0, f"{name}: {err[-2000:]}"
+    finally:  # a failure or timeout leaves no training process behind
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     return {name: base / name for name in PRESETS}
 
 
