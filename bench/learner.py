@@ -9,7 +9,10 @@ backup over 10, Lagrange. One official update is counted as 23.7 GFLOP (critic f
 critics inside the policy loss 0.63; target critics over 5,120 backup rows 2.11; actor
 1.30) whatever this implementation does to save work. The learner and the matmul ceiling
 are timed in alternating rounds and `ceiling_fraction` is the median of the per-round
-ratios. The last line is one JSON object.
+ratios. Beside it, the same preset in bf16 (`--run.precision bf16`): `bf16_speedup` is the
+median per-round ratio of bf16 to fp32 updates/s, timed where the device multiplies bf16
+natively (CUDA, avx512_bf16 / AMX CPUs), with the bf16 matmul rate at the same shapes and
+the CPU model and its bf16 units. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 
@@ -26,6 +28,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.hardware import machine, matmul_gflops, sync  # noqa: E402
 from calql_robot.agents.base import AgentSpec, batch_to_torch  # noqa: E402
 from calql_robot.agents.calql import PRESETS  # noqa: E402
 from calql_robot.agents.calql_learner import CalQLLearner  # noqa: E402
@@ -36,27 +39,7 @@ OBS_DIM, ACTION_DIM, BATCH = 29, 8, 256
 MATMUL_SHAPES = ((2560, 256, 256), (7936, 256, 256))
 
 
-def matmul_gflops(m: int, k: int, n: int, device: torch.device, seconds: float = 1.5) -> float:
-    """Sustained fp32 rate of (m x k) @ (k x n), the best of several timed windows."""
-    a = torch.randn(m, k, device=device)
-    b = torch.randn(k, n, device=device)
-    out = torch.empty(m, n, device=device)
-    for _ in range(10):
-        torch.mm(a, b, out=out)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        reps, start = 20, time.perf_counter()
-        for _ in range(reps):
-            torch.mm(a, b, out=out)
-        _sync(device)
-        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+_sync = sync
 
 
 def random_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -101,6 +84,42 @@ def interleaved_rounds(learner: CalQLLearner, batches: list[dict], updates: int,
     return out
 
 
+def precision_rounds(fp32: CalQLLearner, bf16: CalQLLearner, batches: list[dict], updates: int, rounds: int,
+                     device: torch.device) -> list[dict[str, float]]:
+    """Rounds of (an fp32 block, a bf16 block) of the same preset on the same batches;
+    `bf16_speedup` is the median of the per-round ratios (the drift argument above)."""
+    for b in batches[:3]:
+        bf16.update(b)
+    out = []
+    for _ in range(rounds):
+        f = timed_updates(fp32, batches, updates, device)
+        h = timed_updates(bf16, batches, updates, device)
+        out.append({"fp32": f, "bf16": h, "ratio": h / f})
+    return out
+
+
+def bf16_figures(fp32: CalQLLearner, batches: list[dict], args, device: torch.device) -> dict:
+    """bf16 updates/s beside fp32 and the bf16 matmul rate at the same shapes. Without
+    native bf16 (precision.native_bf16) the learner is not timed in bf16 unless
+    `--bf16 force` (emulated, ~100x slower per matmul): only the matmul rate is measured,
+    which shows why."""
+    shapes = {f"{m}x{k}@{k}x{n}": (m, k, n) for m, k, n in MATMUL_SHAPES}
+    native = machine(device)["bf16_native"]
+    window = args.matmul_seconds if native else 0.2
+    rates = {name: round(matmul_gflops(*shape, device, window, torch.bfloat16), 2) for name, shape in shapes.items()}
+    out = {"bf16_matmul_gflops_by_shape": rates, "bf16_updates_per_s": None, "bf16_speedup": None}
+    if args.bf16 == "skip" or (args.bf16 == "auto" and not native):
+        return out
+    torch.manual_seed(0)
+    bf16 = CalQLLearner(PRESETS["antmaze"](), AgentSpec(OBS_DIM, ACTION_DIM, device=device, precision="bf16"))
+    updates = args.updates if native else 2
+    rounds = precision_rounds(fp32, bf16, batches, updates, args.rounds, device)
+    out["bf16_updates_per_s"] = round(float(np.median([r["bf16"] for r in rounds])), 3)
+    out["fp32_updates_per_s_same_rounds"] = round(float(np.median([r["fp32"] for r in rounds])), 3)
+    out["bf16_speedup"] = round(float(np.median([r["ratio"] for r in rounds])), 3)
+    return out
+
+
 def print_profile(learner: CalQLLearner, batches: list[dict], updates: int = 3) -> None:
     """Where an update's time goes, op by op and input shape (profiler overhead included)."""
     from torch.profiler import ProfilerActivity, profile  # lazy: only with --profile
@@ -121,6 +140,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-tune-malloc", action="store_true", help="keep glibc's default allocator settings")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 updates")
+    parser.add_argument("--bf16", choices=("auto", "force", "skip"), default="auto",
+                        help="time the learner in bf16 too: where the device has native bf16 (auto), always "
+                             "(force: emulated bf16 is ~100x slower per matmul), or never")
     args = parser.parse_args()
     for name in ("threads", "updates", "rounds"):
         if getattr(args, name) < 1:
@@ -137,6 +159,7 @@ def main() -> None:
     rounds = interleaved_rounds(learner, batches, args.updates, args.rounds, device, args.matmul_seconds)
     if args.profile:
         print_profile(learner, batches)
+    bf16 = bf16_figures(learner, batches, args, device)
 
     def median(key: str) -> float:
         return float(np.median([r[key] for r in rounds]))
@@ -151,8 +174,7 @@ def main() -> None:
         "matmul_gflops_by_shape": {k: round(v, 2) for k, v in rates.items()},
         "ceiling_fraction": round(fraction, 3),
         "ceiling_fraction_range": [round(min(fractions), 3), round(max(fractions), 3)],
-        "rounds": args.rounds, "threads": args.threads, "malloc_tuned": malloc_tuned,
-        "device": str(device), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+        "rounds": args.rounds, "threads": args.threads, "malloc_tuned": malloc_tuned, **bf16, **machine(device),
     }
     print(f"Cal-QL update, AntMaze preset, batch {BATCH}, {args.threads} threads, {device}")
     print(f"  updates/s            {ups:8.2f}")
@@ -162,6 +184,16 @@ def main() -> None:
     print(f"  ceiling fraction     {fraction:8.3f}  (median over {args.rounds} rounds of updates/s x "
           f"{GFLOP_PER_UPDATE} / the faster matmul shape in the same round; "
           f"range {min(fractions):.3f}-{max(fractions):.3f})")
+    hw = machine(device)
+    print(f"  bf16                 {hw['cpu']}, bf16 units {hw['cpu_bf16_units'] or 'none'}"
+          + (f", {hw['gpu']}" if "gpu" in hw else "") + f" (native: {hw['bf16_native']})")
+    for name, rate in bf16["bf16_matmul_gflops_by_shape"].items():
+        print(f"  bf16 matmul {name:>13} {rate:8.2f} GFLOP/s")
+    if bf16["bf16_speedup"] is None:
+        print("  bf16 updates/s           -  (not timed: no native bf16 here; --bf16 force times it emulated)")
+    else:
+        print(f"  bf16 updates/s       {bf16['bf16_updates_per_s']:8.2f}  bf16_speedup {bf16['bf16_speedup']:.2f} "
+              f"(median per-round ratio to fp32 over {args.rounds} rounds)")
     print(json.dumps(result))
 
 

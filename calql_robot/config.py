@@ -111,6 +111,10 @@ class RunConfig:
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
     threads: int = 0
     """torch CPU threads; 0 keeps torch's default."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the updates: 'bf16' runs the matmuls and convolutions in bfloat16 (fp32
+    weights, Q-values, targets and losses; `calql_robot/precision.py`) where the device has
+    native bf16 (CUDA; CPUs with avx512_bf16 or AMX); elsewhere it says so and runs fp32."""
     wandb: Literal["disabled", "offline", "online"] = "disabled"
     """Weights & Biases mode; 'offline' and 'disabled' never need an account."""
     progress: bool = True

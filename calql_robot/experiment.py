@@ -28,6 +28,7 @@ from calql_robot.domains.catalog import DomainEntry, domain_entry
 from calql_robot.errors import ConfigError, RunDirError
 from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
+from calql_robot.precision import resolve_precision
 from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
 from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
@@ -134,6 +135,11 @@ def run_experiment(config: ExperimentConfig) -> dict:
         validate_agent_configs(config)
         seed_everything(run.seed)
         device = resolve_device(run.device)
+        precision, note = resolve_precision(run.precision, device)
+        if note:
+            print(note, flush=True)
+        config = replace(config, run=replace(run, precision=precision))  # config.json says what ran
+        run = config.run
         source = source_for(run, config.domain, config.algo)
         if source is not None and source.offline_steps != loop.offline_steps:
             print(f"{FLAG} {run.finetune_from}: pre-trained for {source.offline_steps} offline updates "
@@ -159,7 +165,7 @@ def _train_in(run_dir: Path, config: ExperimentConfig, loop: LoopConfig, entry: 
     probe = domain.make_env()
     action_dim = probe.action_space.shape[0]
     agent = build_agent(config, AgentSpec(domain.feature_dim, action_dim, config.reward.discount, domain.encoder,
-                                          domain.augment, device, config.reward.failure_return()))
+                                          domain.augment, device, config.reward.failure_return(), run.precision))
     if not agent.learns_online and loop.online_env_steps:
         print(f"--algo {config.algo} learns offline only: skipping the {loop.online_env_steps} online env steps")
         loop = replace(loop, online_env_steps=0)

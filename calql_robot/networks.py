@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from calql_robot.precision import fp32_region, full_precision
+
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
 
@@ -40,7 +42,8 @@ class AddReLU(torch.autograd.Function):
         ctx.mark_dirty(x)
         ctx.owns_grad = owns_grad
         target = x if shape is None else x.view(shape)
-        if x.is_cpu:
+        y = y.to(x.dtype)  # an fp32 bias on a bf16 matmul output under autocast (precision.py)
+        if x.is_cpu and x.dtype == torch.float32:  # the fused CPU kernel has no bf16 version
             torch.ops.aten._add_relu_(target, y)
         else:
             target.add_(y).relu_()
@@ -164,7 +167,8 @@ class CriticEnsemble(EnsembleMLP):
         for w, bias in params[1:-1]:
             h = AddReLU.apply(torch.bmm(h, w), bias, None, True)  # bmm's backward needs inputs, not output
         w, bias = params[-1]
-        return EnsembleHead.apply(h, w, bias).view(self.num, m, b)
+        with fp32_region(h):  # under bf16 autocast the Q-values are made in fp32 (precision.py)
+            return EnsembleHead.apply(full_precision(h), w, bias).view(self.num, m, b)
 
 
 @dataclass
@@ -229,6 +233,6 @@ class TanhGaussianActor(nn.Module):
             h = torch.addmm(b[0], h, w[0])
             if i < len(params) - 1:
                 h = F.relu(h)
-        mean, log_std = h.split(self.action_dim, dim=-1)
+        mean, log_std = full_precision(h).split(self.action_dim, dim=-1)  # log-probs in fp32 under bf16
         log_std = self.log_std_multiplier * log_std + self.log_std_offset
         return PolicyOutput(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))

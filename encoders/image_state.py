@@ -21,7 +21,13 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from encoders.conv import KEYPOINT_CHANNELS, KEYPOINT_STRIDES, PTR_CHANNELS, ConvTrunk, orthogonal_init_
+from encoders.conv import (
+    KEYPOINT_CHANNELS,
+    KEYPOINT_STRIDES,
+    PTR_CHANNELS,
+    ConvTrunk,
+    orthogonal_init_,
+)
 from encoders.normalize import effective_std, standardize
 from encoders.spatial import SpatialSoftmax
 
@@ -148,7 +154,9 @@ class ImageStateEncoder(nn.Module):
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 `(B,H,W,C)` -> latent `(B, latent_dim)` in [-1, 1]."""
         x = rearrange(image, "b h w c -> b c h w").float().div_(255.0)
-        return self.bottleneck(self.pool(self.trunk(x)))
+        latent = self.bottleneck(self.pool(self.trunk(x)))
+        # under bf16 autocast (`--run.precision bf16`) the features leave in fp32, like the state
+        return latent.float() if latent.dtype in (torch.bfloat16, torch.float16) else latent
 
     def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         image = self._checked_image(obs)

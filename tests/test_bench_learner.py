@@ -24,6 +24,13 @@ def test_bench_learner_prints_consistent_json() -> None:
     assert result["rounds"] == 2 and result["threads"] == 1
     assert result["updates_per_s"] > 0 and result["matmul_gflops"] > 0
     assert set(result["matmul_gflops_by_shape"]) == {f"{m}x{k}@{k}x{n}" for m, k, n in MATMUL_SHAPES}
+    assert set(result["bf16_matmul_gflops_by_shape"]) == set(result["matmul_gflops_by_shape"])
+    assert all(v > 0 for v in result["bf16_matmul_gflops_by_shape"].values())
+    assert isinstance(result["bf16_native"], bool) and result["cpu"]
+    if result["bf16_native"]:  # timed in bf16 beside fp32 only where bf16 is native
+        assert result["bf16_speedup"] > 0 and result["bf16_updates_per_s"] > 0
+    else:
+        assert result["bf16_speedup"] is None and "not timed" in out.stdout
 
 
 def forward_flops(weights) -> int:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from calql_robot.precision import autocast
+
 Obs = torch.Tensor | dict[str, torch.Tensor]
 Batch = dict[str, Any]
 
@@ -38,6 +40,9 @@ class AgentSpec:
     failure_return: float | None = None
     """G of a failure-rule row (`RewardConfig.failure_return`), for metrics that tell those
     rows apart; None without the rule."""
+    precision: str = "fp32"
+    """The update's arithmetic, as `precision.resolve_precision` settled it for `device`:
+    'fp32', or 'bf16' (autocast around the loss computation, `forward_precision`)."""
 
 
 @runtime_checkable
@@ -129,6 +134,13 @@ def _add_batch_dim(obs):
     if isinstance(obs, dict):
         return {k: np.asarray(v)[None] for k, v in obs.items()}
     return np.asarray(obs, dtype=np.float32)[None]
+
+
+def forward_precision(spec_precision: str, device: torch.device):
+    """The context every agent computes its losses in (not the backward, not acting):
+    bf16 autocast under `--run.precision bf16`, else nothing (`calql_robot/precision.py`
+    says which ops stay fp32)."""
+    return autocast(spec_precision, device)
 
 
 def apply_losses(losses: Mapping[str, torch.Tensor], optimizers: Iterable[torch.optim.Optimizer],

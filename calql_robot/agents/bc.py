@@ -19,8 +19,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.agents.base import AgentSpec, Batch, apply_losses, batch_to_torch, load_optimizers, obs_to_tensor
+from calql_robot.agents.base import (
+    AgentSpec,
+    Batch,
+    apply_losses,
+    batch_to_torch,
+    forward_precision,
+    load_optimizers,
+    obs_to_tensor,
+)
 from calql_robot.errors import ConfigError
+from calql_robot.precision import full_precision
 
 
 @dataclass
@@ -70,6 +79,7 @@ class BCLearner:
         cfg.validate()
         self.cfg = cfg
         self.device = torch.device(spec.device)
+        self.precision = spec.precision
         self.action_dim, self.feature_dim = spec.action_dim, spec.feature_dim
         self.online, self.num_updates = False, 0
         self.augment = spec.augment
@@ -87,7 +97,8 @@ class BCLearner:
         if self.augment is not None:
             obs = self.augment(obs)
         actions = batch["actions"].clamp(-1.0, 1.0)
-        loss = bc_loss(self.policy(self.encoder(obs)), actions)
+        with forward_precision(self.precision, self.device):
+            loss = bc_loss(full_precision(self.policy(self.encoder(obs))), actions)
         apply_losses({"bc": loss}, [self.optimizer], self.num_updates)
         self.num_updates += 1
         return {"bc_loss": float(loss.detach())}

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, load_optimizers,
-                                     obs_to_tensor)
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
+                                     load_optimizers, obs_to_tensor)
 from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, policy_values
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
@@ -41,6 +41,7 @@ class CalQLLearner:
         self.discount = spec.discount
         self.failure_return = spec.failure_return
         self.device = torch.device(spec.device)
+        self.precision = spec.precision
         feature_dim, action_dim = spec.feature_dim, spec.action_dim
         self.action_dim = action_dim
         self.feature_dim = feature_dim
@@ -108,7 +109,8 @@ class CalQLLearner:
         """One official Cal-QL step on a batch (numpy or torch); returns float metrics."""
         batch = batch_to_torch(batch, self.device)
         check_batch(batch, self.action_dim, BATCH_KEYS)
-        losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
+        with forward_precision(self.precision, self.device):
+            losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
         apply_losses(losses, self.optimizers.values(), self.num_updates)
         self._update_target()
         self.num_updates += 1
