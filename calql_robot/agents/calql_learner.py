@@ -91,14 +91,16 @@ class CalQLLearner:
         if not self.online:
             return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.td3bc_alpha, self.discount, self.failure_return)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
-        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha, self.discount,
-                              self.failure_return)
+        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha if cfg.bc_online else None,
+                              self.discount, self.failure_return, encoder_bc=cfg.bc_online)
 
     @property
     def needs_returns(self) -> bool:
         """The bound reads the MC return: online episodes are stored with theirs only
-        while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL)."""
-        return self.settings().bound
+        while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL; and
+        in a phase without a CQL term, where nothing reads them)."""
+        settings = self.settings()
+        return settings.bound and settings.conservative
 
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic,
@@ -108,8 +110,11 @@ class CalQLLearner:
         """One official Cal-QL step on a batch (numpy or torch); returns float metrics."""
         batch = batch_to_torch(batch, self.device)
         check_batch(batch, self.action_dim, BATCH_KEYS)
-        losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
-        apply_losses(losses, self.optimizers.values(), self.num_updates)
+        settings = self.settings()
+        losses, metrics = compute_losses(batch, self.nets(), self.cfg, settings, self.augment)
+        # without a CQL term alpha' has nothing to follow: its Adam moments must not move it either
+        optimizers = [opt for name, opt in self.optimizers.items() if settings.conservative or name != "alpha_prime"]
+        apply_losses(losses, optimizers, self.num_updates)
         self._update_target()
         self.num_updates += 1
         names = list(metrics)
