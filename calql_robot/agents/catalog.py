@@ -78,11 +78,19 @@ def _cql_sac(config: Any) -> dict[str, Any]:
     return {"learner.calql_bound": False, **SAC_FINETUNING}
 
 
-def _wsrl(config: Any) -> dict[str, Any]:
-    """No offline rows online, the warm-up, and SAC's update after the switch (WSRL's
-    fine-tuning runs its `sac` agent; pre-training keeps the domain's Cal-QL)."""
-    return {"learner.calibrate_online": False, **SAC_FINETUNING, "loop.mixing_ratio": 0.0,
-            "loop.warmup_env_steps": wsrl_warmup(config.loop.online_env_steps)}
+def wsrl_loop(config: Any) -> dict[str, Any]:
+    """WSRL's data schedule after pre-training, for any pre-trained agent: online batches of
+    online rows only (mixing 0; WSRL's `--offline_data_ratio 0`) after the warm-up. Nothing
+    is re-initialised at the switch (WSRL keeps the pre-trained networks). A `wsrl-iql` line
+    is `AgentEntry(IQLConfig, IQLLearner, "iql", ..., lambda c: {<IQL's online settings>,
+    **wsrl_loop(c)})`."""
+    return {"loop.mixing_ratio": 0.0, "loop.warmup_env_steps": wsrl_warmup(config.loop.online_env_steps)}
+
+
+def _wsrl_calql(config: Any) -> dict[str, Any]:
+    """WSRL's schedule with SAC's update after the switch (WSRL fine-tunes with its `sac`
+    agent, zhouzypaul/wsrl `launch_wsrl_finetune.sh`); pre-training is the domain's Cal-QL."""
+    return {"learner.calibrate_online": False, **SAC_FINETUNING, **wsrl_loop(config)}
 
 
 AGENTS: dict[str, AgentEntry] = {
@@ -94,7 +102,7 @@ AGENTS: dict[str, AgentEntry] = {
     "wsrl-calql": AgentEntry(CalQLConfig, CalQLLearner, "learner",
                              f"Cal-QL pre-training, then SAC fine-tuning without offline rows (mixing 0) after "
                              f"a warm-up of {WSRL_WARMUP} env steps (CPU budgets: a tenth); WSRL's data "
-                             f"schedule (wsrl-cql: add --learner.no-calql-bound)", _wsrl),
+                             f"schedule (wsrl-cql: add --learner.no-calql-bound)", _wsrl_calql),
     "sac": AgentEntry(SACConfig, SACLearner, "sac", "SAC from scratch on online data only (no pre-training, "
                       "mixing 0)", _no_pretraining(0.0)),
     "sac-offline": AgentEntry(SACConfig, SACLearner, "sac", "SAC from scratch, offline and online data in one "
