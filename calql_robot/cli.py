@@ -8,6 +8,7 @@ first because they choose the defaults every other flag overrides.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +62,16 @@ def parse_config(cls: type, argv: list[str], default: Any | None = None, descrip
 
 def preset_with_algo(default: Any, argv: list[str]) -> Any:
     """The preset with the settings of the `--algo` given on the command line (if any; an
-    unknown name is left to tyro, which lists the choices)."""
+    unknown name is left to tyro, which lists the choices). They are worked out on the
+    online budget given on the command line, if one is (WSRL's warm-up is sized by it)."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--algo", default=None)
+    pre.add_argument("--loop.online-env-steps", "--loop.online_env_steps", dest="online", type=int, default=None)
     known, _ = pre.parse_known_args(argv)
     if known.algo is None or known.algo not in AGENTS:
         return default
+    if known.online is not None:
+        default = dataclasses.replace(default, loop=dataclasses.replace(default.loop, online_env_steps=known.online))
     return with_algo_defaults(default, known.algo)
 
 

@@ -286,6 +286,7 @@ def test_each_algo_sets_what_it_says() -> None:
     assert wsrl.learner.calql_bound and wsrl.learner.cql_weight_online == 0.0 and not wsrl.learner.bc_online
     assert wsrl.loop.mixing_ratio == 0.0 and wsrl.loop.offline_steps == base.loop.offline_steps
     assert wsrl.loop.warmup_env_steps == base.loop.online_env_steps // 10  # CPU budget: a tenth
+    assert parsed(["--algo", "wsrl-calql", "--loop.online-env-steps", "80"]).loop.warmup_env_steps == 8
     paper = parsed(["--task", "antmaze-medium-diverse", "--preset", "paper", "--algo", "wsrl-calql"])
     assert paper.loop.warmup_env_steps == WSRL_WARMUP == 5000 and paper.sac.critic_hidden == (256,) * 4
     assert parsed(["--algo", "sac", "--loop.mixing-ratio", "0.25"]).loop.mixing_ratio == 0.25  # flags win
