@@ -8,11 +8,13 @@ first because they choose the defaults every other flag overrides.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import tyro
 
+from calql_robot.agents.catalog import AGENTS, algo_table, with_algo_defaults
 from calql_robot.config import from_dict
 from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS, StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS, VisualExperimentConfig
@@ -48,9 +50,29 @@ def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
 
 
 def parse_config(cls: type, argv: list[str], default: Any | None = None, description: str | None = None) -> Any:
-    """`tyro.cli` of an entry point's config, with a resumed run's saved config as default."""
+    """`tyro.cli` of an entry point's config, with a resumed run's saved config as default;
+    a new run's default is the preset with `--algo`'s settings applied (`agents/catalog.py`:
+    what the method implies, e.g. no pre-training for SAC), which the other flags override."""
     base = saved_config_for_resume(cls, argv)
+    if base is None and default is not None:
+        default = preset_with_algo(default, argv)
+    description = f"{description}\n\nAlgorithms (--algo NAME):\n{algo_table()}\n" if description else description
     return tyro.cli(cls, default=base if base is not None else default, args=argv, description=description)
+
+
+def preset_with_algo(default: Any, argv: list[str]) -> Any:
+    """The preset with the settings of the `--algo` given on the command line (if any; an
+    unknown name is left to tyro, which lists the choices). They are worked out on the
+    online budget given on the command line, if one is (WSRL's warm-up is sized by it)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--algo", default=None)
+    pre.add_argument("--loop.online-env-steps", "--loop.online_env_steps", dest="online", type=int, default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.algo is None or known.algo not in AGENTS:
+        return default
+    if known.online is not None:
+        default = dataclasses.replace(default, loop=dataclasses.replace(default.loop, online_env_steps=known.online))
+    return with_algo_defaults(default, known.algo)
 
 
 def parse_state_cli(argv: list[str]) -> StateExperimentConfig | TaskExperimentConfig:

@@ -212,5 +212,9 @@ def validate_loop(loop: LoopConfig) -> None:
     for name in ("offline_steps", "online_env_steps", "eval_every_offline", "warmup_env_steps"):
         if getattr(loop, name) < 0:
             raise ConfigError(f"--loop.{name.replace('_', '-')} must be >= 0, got {getattr(loop, name)}")
+    if loop.online_env_steps and loop.warmup_env_steps >= loop.online_env_steps:
+        raise ConfigError(f"--loop.warmup-env-steps {loop.warmup_env_steps} >= --loop.online-env-steps "
+                          f"{loop.online_env_steps}: no online update would run",
+                          "lower the warm-up or raise the online budget")
     if any(m < 1 for m in loop.eval_at):
         raise ConfigError(f"--loop.eval-at takes online env steps >= 1, got {' '.join(map(str, loop.eval_at))}")

@@ -150,10 +150,15 @@ class CriticEnsemble(EnsembleMLP):
     """
 
     def __init__(self, num: int, obs_dim: int, action_dim: int, hidden: tuple[int, ...],
-                 orthogonal_init: bool = True) -> None:
+                 orthogonal_init: bool = True, layer_norm: bool = False) -> None:
         super().__init__(num, obs_dim + action_dim, hidden, 1, orthogonal_init)
         self.obs_dim = obs_dim
         self.action_dim = action_dim
+        self.layer_norm = layer_norm
+        # LayerNorm after every hidden Linear, before its ReLU (rlpd's `MLP(use_layer_norm=True)`),
+        # with a scale and offset per member and unit (flax's LayerNorm: init 1 and 0, eps 1e-6)
+        self.norm_scales = nn.ParameterList([nn.Parameter(torch.ones(num, 1, h)) for h in hidden] if layer_norm else [])
+        self.norm_offsets = nn.ParameterList([nn.Parameter(torch.zeros(num, 1, h)) for h in hidden] if layer_norm else [])
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor,
                 detach_params: bool = False) -> torch.Tensor:
@@ -162,6 +167,8 @@ class CriticEnsemble(EnsembleMLP):
         w0, b0 = params[0]
         h_obs = torch.matmul(obs, w0[:, : self.obs_dim])  # (E, B, H)
         h_act = torch.matmul(actions.reshape(m * b, -1), w0[:, self.obs_dim:])  # (E, M*B, H)
+        if self.layer_norm:
+            return self._forward_normed(params, h_obs, h_act, m, b, detach_params)
         # Each activation feeds only the next bmm / the head, so its gradient is owned.
         h = AddReLU.apply(h_act, (h_obs + b0).unsqueeze(1), (self.num, m, b, h_act.shape[-1]), True)
         for w, bias in params[1:-1]:
@@ -169,6 +176,22 @@ class CriticEnsemble(EnsembleMLP):
         w, bias = params[-1]
         with fp32_region(h):  # under bf16 autocast the Q-values are made in fp32 (precision.py)
             return EnsembleHead.apply(full_precision(h), w, bias).view(self.num, m, b)
+
+    def _forward_normed(self, params: list[tuple[torch.Tensor, torch.Tensor]], h_obs: torch.Tensor,
+                        h_act: torch.Tensor, m: int, b: int, detach_params: bool) -> torch.Tensor:
+        """The LayerNorm critic: Linear -> LayerNorm -> ReLU per hidden layer, plain autograd
+        ops (the fused AddReLU path above has no place for the normalisation)."""
+        norms = list(zip(self.norm_scales, self.norm_offsets))
+        if detach_params:
+            norms = [(g.detach(), o.detach()) for g, o in norms]
+        width = h_act.shape[-1]
+        h = (h_act.view(self.num, m, b, width) + (h_obs + params[0][1]).unsqueeze(1)).view(self.num, m * b, width)
+        h = F.relu(F.layer_norm(h, (width,), eps=1e-6) * norms[0][0] + norms[0][1])
+        for (w, bias), (scale, offset) in zip(params[1:-1], norms[1:]):
+            h = torch.baddbmm(bias, h, w)
+            h = F.relu(F.layer_norm(h, (h.shape[-1],), eps=1e-6) * scale + offset)
+        w, bias = params[-1]
+        return torch.baddbmm(bias, h, w).view(self.num, m, b)
 
 
 @dataclass

@@ -68,6 +68,8 @@ def finished(tmp_path_factory) -> Path:
     (["--preset", "smoke"], "--preset smoke"),
     (["--algo", "bc", "--learner.tau", "0"], "--learner.tau"),  # every agent config is checked
     (["--bc.lr", "0"], "--bc.lr"),
+    (["--algo", "sac", "--sac.num-min", "3"], "--sac.num-min"),
+    (["--algo", "wsrl-calql", "--loop.warmup-env-steps", "3000"], "--loop.warmup-env-steps 3000"),
 ])
 def test_bad_flags_are_one_line_naming_the_flag(tmp_path: Path, args: list[str], needle: str) -> None:
     run_dir = tmp_path / "run"

@@ -80,7 +80,8 @@ class CalQLConfig:
     cql_weight: float = 5.0
     """CQL weight w during offline pre-training."""
     cql_weight_online: float | None = None
-    """CQL weight w during online fine-tuning; None keeps cql_weight (visual paper: 0.5)."""
+    """CQL weight w during online fine-tuning; None keeps cql_weight (visual paper: 0.5). At 0
+    the regulariser is not computed at all: the critic loss is the Bellman error alone."""
     lagrange: bool = False
     """Tune alpha' by dual ascent towards target_action_gap (AntMaze)."""
     target_action_gap: float = 0.8
@@ -93,6 +94,11 @@ class CalQLConfig:
     """Bound policy-action Q-values below by the MC return (Cal-QL); False is exactly CQL."""
     calibrate_online: bool = True
     """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
+    bc_online: bool = True
+    """Keep the behaviour-cloning terms (`td3bc_alpha`'s actor objective, `bc_encoder_weight`'s
+    encoder loss) during fine-tuning; False drops both at the switch. With
+    `cql_weight_online 0` and no bound online the fine-tuning update is then exactly SAC's
+    (`--algo cql-sac` and `--algo wsrl-calql` set all three; tests/test_sac.py pins it)."""
     action_clip: float = 0.99999
     """Dataset actions are clipped to +-action_clip so their log-probs stay finite (the
     batch checks test its edge)."""
@@ -121,6 +127,9 @@ class CalQLConfig:
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{flag(name, 'learner')} must be > 0, got {value!r}")
+        if self.cql_weight < 0 or (self.cql_weight_online is not None and self.cql_weight_online < 0):
+            raise ConfigError(f"{flag('cql_weight', 'learner')} and {flag('cql_weight_online', 'learner')} must be "
+                              f">= 0, got {self.cql_weight!r} and {self.cql_weight_online!r}")
         for name in ("cql_n_actions", "backup_k", "num_critics"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{flag(name, 'learner')} must be >= 1, got {getattr(self, name)!r}")
@@ -371,6 +380,15 @@ class UpdateSettings:
     failure_return: float | None = None
     """G of a failure-rule row, r_neg' / (1 - gamma) (SPEC section 2), or None without the
     rule; the calibration metrics are split into those rows and the others by it."""
+    encoder_bc: bool = True
+    """Apply the config's encoder BC loss (`bc_encoder_weight`) in this phase (off online
+    with `bc_online=False`)."""
+
+    @property
+    def conservative(self) -> bool:
+        """Whether this phase has a CQL term; at weight 0 (both the fixed and the Lagrange
+        form vanish) the CQL sets are neither drawn nor evaluated."""
+        return self.cql_weight > 0
 
 
 @dataclass
@@ -431,7 +449,7 @@ def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSett
     else:
         actor = policy_loss(log_pi, q_new, alpha)
     losses = {"actor": actor}
-    if cfg.bc_encoder_weight > 0:
+    if cfg.bc_encoder_weight > 0 and settings.encoder_bc:
         losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, f.feat, data_arm)
     losses["alpha"] = alpha_loss(nets.log_alpha, log_pi, -float(actor_dim))
     return losses, metrics, pi_s, q_pi
@@ -451,17 +469,20 @@ class PolicySets:
 
 @torch.no_grad()
 def backup_target(f: Features, batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings,
-                  pi_s) -> tuple[torch.Tensor, PolicySets]:
+                  pi_s) -> tuple[torch.Tensor, PolicySets | None]:
     """SPEC 1, the TD target `y = r + (1 - done) gamma max_k min_i Q_targ_i(s', a'_k)`, and
     the sampled CQL sets (drawn here, in the official order: pi(s) x n, pi(s') x n, backup
-    pi(s') x k, then the uniform set)."""
+    pi(s') x k, then the uniform set); no sets (None) in a phase without a CQL term."""
     n, batch_size, action_dim = cfg.cql_n_actions, f.actions.shape[0], f.actions.shape[1]
     pi_next = nets.actor(f.feat_next)
-    a_cur, logp_cur = pi_s.detached().sample(n)
-    a_nxt, logp_nxt = pi_next.sample(n)
+    if settings.conservative:
+        a_cur, logp_cur = pi_s.detached().sample(n)
+        a_nxt, logp_nxt = pi_next.sample(n)
     a_backup, _ = pi_next.sample(cfg.backup_k if cfg.max_target_backup else 1)
     next_q = policy_values(nets.target_critic, f.feat_next, a_backup, cfg.discrete_gripper)
     y = td_target(batch["rewards"], batch["dones"], next_q, settings.discount, cfg.max_target_backup)
+    if not settings.conservative:
+        return y, None
     a_rand = torch.empty(n, batch_size, action_dim, device=f.actions.device).uniform_(-1.0, 1.0)
     if cfg.discrete_gripper:
         a_rand[..., -1] = torch.where(a_rand[..., -1] >= 0, gripper.OPEN, gripper.CLOSE)
@@ -511,6 +532,18 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
         metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
         metrics["gripper_open_data"] = (f.actions[:, -1] > 0).float().mean()
     return losses, metrics, below_rows
+
+
+def bellman_only(f: Features, y: torch.Tensor, batch: dict, nets: Nets
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The critic of a phase without a CQL term: the Bellman error alone, summed over the
+    critics (SAC's critic loss; `agents/sac.py` computes the same); alpha' gets no loss."""
+    q_data = nets.critic(f.feat, f.actions.unsqueeze(0))[:, 0]
+    bellman = bellman_error(q_data, y)
+    losses = {"critic": bellman.sum(), "alpha_prime": nets.log_alpha_prime.sum() * 0.0}
+    metrics = {"critic_loss": losses["critic"].detach() / q_data.shape[0], "bellman_loss": bellman.detach().mean(),
+               "q_data": q_data.detach().mean(), "target_q": y.mean(), "mc_return": batch["mc_returns"].mean()}
+    return losses, metrics
 
 
 def policy_below_rows(q_cur: torch.Tensor, q_nxt: torch.Tensor, mc_returns: torch.Tensor,
@@ -581,6 +614,10 @@ def compute_losses(batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSe
     f = encode(batch, nets, cfg, augment)
     losses, actor_metrics, pi_s, q_pi = actor_losses(f, nets, cfg, settings)
     y, sets = backup_target(f, batch, nets, cfg, settings, pi_s)
+    if sets is None:  # no CQL term in this phase (weight 0): SAC's critic loss
+        critic_losses, critic_metrics = bellman_only(f, y, batch, nets)
+        losses.update(critic_losses)
+        return losses, update_metrics(losses, actor_metrics, critic_metrics)
     critic_losses, critic_metrics, below_rows = conservative_gap(f, sets, y, batch, nets, cfg, settings)
     losses.update(critic_losses)
     metrics = update_metrics(losses, actor_metrics, critic_metrics)

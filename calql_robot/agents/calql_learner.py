@@ -22,9 +22,23 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
-                                     load_optimizers, obs_to_tensor)
-from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, policy_values
+from calql_robot.agents.base import (
+    AgentSpec,
+    Batch,
+    apply_losses,
+    batch_to_torch,
+    check_batch,
+    forward_precision,
+    load_optimizers,
+    obs_to_tensor,
+)
+from calql_robot.agents.calql import (
+    CalQLConfig,
+    Nets,
+    UpdateSettings,
+    compute_losses,
+    policy_values,
+)
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
 BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")
@@ -92,14 +106,16 @@ class CalQLLearner:
         if not self.online:
             return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.td3bc_alpha, self.discount, self.failure_return)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
-        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha, self.discount,
-                              self.failure_return)
+        return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha if cfg.bc_online else None,
+                              self.discount, self.failure_return, encoder_bc=cfg.bc_online)
 
     @property
     def needs_returns(self) -> bool:
         """The bound reads the MC return: online episodes are stored with theirs only
-        while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL)."""
-        return self.settings().bound
+        while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL; and
+        in a phase without a CQL term, where nothing reads them)."""
+        settings = self.settings()
+        return settings.bound and settings.conservative
 
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic,
@@ -109,9 +125,12 @@ class CalQLLearner:
         """One official Cal-QL step on a batch (numpy or torch); returns float metrics."""
         batch = batch_to_torch(batch, self.device)
         check_batch(batch, self.action_dim, BATCH_KEYS)
+        settings = self.settings()
         with forward_precision(self.precision, self.device):
-            losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.settings(), self.augment)
-        apply_losses(losses, self.optimizers.values(), self.num_updates)
+            losses, metrics = compute_losses(batch, self.nets(), self.cfg, settings, self.augment)
+        # without a CQL term alpha' has nothing to follow: its Adam moments must not move it either
+        optimizers = [opt for name, opt in self.optimizers.items() if settings.conservative or name != "alpha_prime"]
+        apply_losses(losses, optimizers, self.num_updates)
         self._update_target()
         self.num_updates += 1
         names = list(metrics)

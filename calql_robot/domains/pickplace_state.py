@@ -17,7 +17,8 @@ from encoders.normalize import ObsNormalizer
 
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
-from calql_robot.agents.catalog import Algo
+from calql_robot.agents.catalog import Algo, agent_config
+from calql_robot.agents.sac import PRESETS as SAC_PRESETS, SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, obs_spec_of
 from calql_robot.errors import ConfigError
@@ -56,7 +57,7 @@ class StateExperimentConfig:
     distractor: int = 1
     """Distractor object (0..4) of the task."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """The method (the Algorithms list above); given here it also sets what the method implies."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(
         offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
         eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
@@ -67,6 +68,8 @@ class StateExperimentConfig:
     learner: CalQLConfig = field(default_factory=CALQL_PRESETS["pickplace_state"])
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    sac: SACConfig = field(default_factory=SAC_PRESETS["pickplace_state"])
+    """SAC's settings (used with --algo sac, sac-offline, hybrid)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
@@ -131,7 +134,7 @@ def build_state_domain(cfg: StateExperimentConfig) -> Domain:
     probe = make_env()
     spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
     probe.close()
-    if cfg.algo == "calql" and cfg.learner.discrete_gripper:
+    if getattr(agent_config(cfg), "discrete_gripper", False):
         episodes = [binarize_gripper(ep) for ep in episodes]
     steps = sum(len(ep["rewards"]) for ep in episodes)
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=steps + len(episodes))

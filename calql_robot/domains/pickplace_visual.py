@@ -29,7 +29,8 @@ from torch import nn
 
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
-from calql_robot.agents.catalog import Algo
+from calql_robot.agents.catalog import Algo, agent_config
+from calql_robot.agents.sac import PRESETS as SAC_PRESETS, SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag, obs_spec_of
 from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
@@ -72,7 +73,7 @@ class VisualExperimentConfig:
     """Dataset actions outside [-1, 1]: 'error' stops the run naming the file, key, row and
     value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """The method (the Algorithms list above); given here it also sets what the method implies."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
@@ -86,6 +87,8 @@ class VisualExperimentConfig:
     learner: CalQLConfig = field(default_factory=CALQL_PRESETS["visual_paper"])
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    sac: SACConfig = field(default_factory=SAC_PRESETS["visual_paper"])
+    """SAC's settings (used with --algo sac, sac-offline, hybrid)."""
     domain: Literal["pickplace_visual"] = DOMAIN_NAME
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
@@ -119,6 +122,7 @@ def _cpu_preset() -> VisualExperimentConfig:
     the switch over 100 episodes; 0.47 over the runs' 20; RESULTS.md, session 7)."""
     return VisualExperimentConfig(
         learner=CALQL_PRESETS["visual_cpu"](),
+        sac=SAC_PRESETS["visual_cpu"](),
         loop=LoopConfig(offline_steps=8000, online_env_steps=2500, utd=1, batch_size=64, mixing_ratio=0.9,
                         eval_episodes=20, eval_every_offline=2000, eval_every=500, checkpoint_every=1000,
                         log_every=100),
@@ -235,7 +239,7 @@ def load_offline_buffer(cfg: VisualExperimentConfig, spec, action_dim: int
     steps, rows = data.num_steps, data.num_steps + data.num_episodes
     offline = EpisodeReplayBuffer(spec, action_dim, steps, obs_capacity=rows)
     actions = data.actions
-    if cfg.algo == "calql" and cfg.learner.discrete_gripper:
+    if getattr(agent_config(cfg), "discrete_gripper", False):
         actions = binarize_gripper_flat(actions, data.observations["state"], data.length)
     offline.add_episode_arrays(data.observations, actions, data.rewards, data.terminals, data.timeouts,
                                data.length, cfg.reward.discount, cfg.reward.failure_reward,

@@ -22,6 +22,7 @@ import gymnasium as gym
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
+from calql_robot.agents.sac import PRESETS as SAC_PRESETS, SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag
 from data.suspicious import ActionFix
@@ -109,7 +110,7 @@ class TaskExperimentConfig:
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """The method (the Algorithms list above); given here it also sets what the method implies."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
@@ -122,6 +123,8 @@ class TaskExperimentConfig:
     learner: CalQLConfig = field(default_factory=CalQLConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    sac: SACConfig = field(default_factory=SACConfig)
+    """SAC's settings (used with --algo sac, sac-offline, hybrid)."""
     domain: Literal["state_task"] = "state_task"
     """Which kind of config this is."""
 
@@ -151,7 +154,7 @@ def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
                           eval_every=horizon, checkpoint_every=100_000, log_every=50)
     else:
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
-    return TaskExperimentConfig(task=task, preset=preset, learner=learner, loop=loop,
+    return TaskExperimentConfig(task=task, preset=preset, learner=learner, sac=SAC_PRESETS[t.family](), loop=loop,
                                 reward=dataclasses.replace(t.reward),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
