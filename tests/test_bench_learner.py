@@ -62,3 +62,16 @@ def test_gflop_per_update_counts_the_official_update_of_the_preset_it_builds() -
     assert (critics + actors) / 1e9 == pytest.approx(GFLOP_PER_UPDATE, abs=0.05)
     hidden = learner.critic.weights[1].shape[1:]
     assert ((1 + 3 * n) * b, *hidden) in MATMUL_SHAPES
+
+
+def test_bench_agents_times_each_algo_in_each_phase() -> None:
+    """bench/agents.py builds agents as train_state.py does; an offline-only agent has no
+    online figure, and cql-sac's online update (no CQL sets) is faster than its offline one."""
+    out = subprocess.run([sys.executable, "bench/agents.py", "--seconds", "0.3", "--threads", "1",
+                          "--algos", "calql", "cql-sac", "bc"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    table = result["updates_per_s"]
+    assert set(table) == {"calql", "cql-sac", "bc"}
+    assert table["bc"]["online"] is None and table["bc"]["offline"] > 0
+    assert table["cql-sac"]["online"] > table["cql-sac"]["offline"] > 0
