@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from calql_robot.agents.awac import AWACConfig, AWACLearner
 from calql_robot.agents.base import Agent, AgentSpec
 from calql_robot.agents.bc import BCConfig, BCLearner
 from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.calql_learner import CalQLLearner
+from calql_robot.agents.iql import IQLConfig, IQLLearner
 from calql_robot.errors import ConfigError
 
 
@@ -32,17 +34,19 @@ class AgentEntry:
 AGENTS: dict[str, AgentEntry] = {
     "calql": AgentEntry(CalQLConfig, CalQLLearner, "learner"),  # CQL: --learner.no-calql-bound
     "bc": AgentEntry(BCConfig, BCLearner, "bc"),  # behaviour cloning, the reference line (offline only)
+    "iql": AgentEntry(IQLConfig, IQLLearner, "iql"),  # implicit Q-learning (Kostrikov et al. 2022)
+    "awac": AgentEntry(AWACConfig, AWACLearner, "awac"),  # advantage-weighted actor-critic (Nair et al. 2020)
 }
 
-Algo = Literal["calql", "bc"]
+Algo = Literal["calql", "bc", "iql", "awac"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
 
 
 def validate_agent_configs(config: Any) -> None:
     """Check every agent config the experiment config holds, as the run starts: a mistyped
-    `--learner.*` or `--bc.*` flag is named before anything is written, whichever `--algo`
-    runs (each agent config has `validate()`)."""
+    `--learner.*`, `--bc.*`, `--iql.*` or `--awac.*` flag is named before anything is
+    written, whichever `--algo` runs (each agent config has `validate()`)."""
     entry_of(config.algo)  # an unknown --algo is named first
     for entry in AGENTS.values():  # every domain's config holds every agent's field
         getattr(config, entry.field).validate()

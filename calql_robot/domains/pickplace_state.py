@@ -15,9 +15,11 @@ import numpy as np
 
 from encoders.normalize import ObsNormalizer
 
+from calql_robot.agents.awac import PRESETS as AWAC_PRESETS, AWACConfig
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
+from calql_robot.agents.iql import PRESETS as IQL_PRESETS, IQLConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, obs_spec_of
 from calql_robot.errors import ConfigError
@@ -56,7 +58,8 @@ class StateExperimentConfig:
     distractor: int = 1
     """Distractor object (0..4) of the task."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
+    the behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(
         offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
         eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
@@ -67,6 +70,10 @@ class StateExperimentConfig:
     learner: CalQLConfig = field(default_factory=CALQL_PRESETS["pickplace_state"])
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    iql: IQLConfig = field(default_factory=IQL_PRESETS["manipulation"])
+    """IQL's settings (used with --algo iql; the Cal-QL paper's manipulation column)."""
+    awac: AWACConfig = field(default_factory=AWAC_PRESETS["manipulation"])
+    """AWAC's settings (used with --algo awac; the Cal-QL paper's manipulation lambda)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
@@ -84,7 +91,6 @@ def paper_preset() -> StateExperimentConfig:
 
 PRESETS: dict[str, Callable[[], StateExperimentConfig]] = {"default": StateExperimentConfig, "paper": paper_preset}
 """Named base configs of `train_state.py` (pick-and-place); every field stays overridable."""
-
 
 def make_state_env(cfg: StateExperimentConfig):
     """The task's env: privileged flat observations, frames for videos and rollouts."""

@@ -27,9 +27,11 @@ import gymnasium as gym
 import numpy as np
 from torch import nn
 
+from calql_robot.agents.awac import PRESETS as AWAC_PRESETS, AWACConfig
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
+from calql_robot.agents.iql import PRESETS as IQL_PRESETS, IQLConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag, obs_spec_of
 from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
@@ -72,7 +74,8 @@ class VisualExperimentConfig:
     """Dataset actions outside [-1, 1]: 'error' stops the run naming the file, key, row and
     value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
+    the behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
@@ -86,6 +89,10 @@ class VisualExperimentConfig:
     learner: CalQLConfig = field(default_factory=CALQL_PRESETS["visual_paper"])
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    iql: IQLConfig = field(default_factory=IQL_PRESETS["manipulation"])
+    """IQL's settings (used with --algo iql; the Cal-QL paper's manipulation column)."""
+    awac: AWACConfig = field(default_factory=AWAC_PRESETS["manipulation"])
+    """AWAC's settings (used with --algo awac; the Cal-QL paper's manipulation lambda)."""
     domain: Literal["pickplace_visual"] = DOMAIN_NAME
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 

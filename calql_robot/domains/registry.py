@@ -19,9 +19,11 @@ from typing import Any, Callable, Literal
 
 import gymnasium as gym
 
+from calql_robot.agents.awac import PRESETS as AWAC_PRESETS, AWACConfig
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
 from calql_robot.agents.catalog import Algo
+from calql_robot.agents.iql import PRESETS as IQL_PRESETS, IQLConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag
 from data.suspicious import ActionFix
@@ -109,7 +111,8 @@ class TaskExperimentConfig:
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound) or 'bc', the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
+    the behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
@@ -122,6 +125,10 @@ class TaskExperimentConfig:
     learner: CalQLConfig = field(default_factory=CalQLConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning's settings (used with --algo bc)."""
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    """IQL's settings (used with --algo iql; the task's preset sets the paper's Table 4 values)."""
+    awac: AWACConfig = field(default_factory=AWACConfig)
+    """AWAC's settings (used with --algo awac; the task's preset sets the paper's lambda)."""
     domain: Literal["state_task"] = "state_task"
     """Which kind of config this is."""
 
@@ -152,6 +159,7 @@ def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
     else:
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
     return TaskExperimentConfig(task=task, preset=preset, learner=learner, loop=loop,
+                                iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](),
                                 reward=dataclasses.replace(t.reward),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
