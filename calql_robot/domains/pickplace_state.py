@@ -58,8 +58,9 @@ class StateExperimentConfig:
     distractor: int = 1
     """Distractor object (0..4) of the task."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
-    the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac' (on the
+    command line they start from their reference's reward, `BASELINE_REWARDS`), or 'bc', the
+    behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(
         offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
         eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
@@ -91,6 +92,16 @@ def paper_preset() -> StateExperimentConfig:
 
 PRESETS: dict[str, Callable[[], StateExperimentConfig]] = {"default": StateExperimentConfig, "paper": paper_preset}
 """Named base configs of `train_state.py` (pick-and-place); every field stays overridable."""
+
+BASELINE_REWARDS: dict[str, RewardConfig] = {
+    algo: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0) for algo in ("iql", "awac")}
+"""The reward `--algo iql` / `--algo awac` start from on pick-and-place (both domains; the
+command line applies it, `cli.py`, and `--reward.*` still overrides it): the Cal-QL paper's
+manipulation reward, +1 on success and 0 otherwise, the scale at which its authors swept
+IQL's temperature and AWAC's lambda (Appendix E.4-E.5). Both methods weight the data by
+exp(beta * A) or softmax(A / lambda), which read the advantage's scale; the 10r - 5 of the
+Cal-QL presets here multiplies it by 10 (at beta = 10, a 100-fold greedier weighting)."""
+
 
 def make_state_env(cfg: StateExperimentConfig):
     """The task's env: privileged flat observations, frames for videos and rollouts."""

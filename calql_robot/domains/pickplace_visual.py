@@ -74,8 +74,9 @@ class VisualExperimentConfig:
     """Dataset actions outside [-1, 1]: 'error' stops the run naming the file, key, row and
     value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
-    the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac' (on the
+    command line they start from their reference's reward, `BASELINE_REWARDS`), or 'bc', the
+    behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""

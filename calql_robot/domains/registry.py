@@ -79,6 +79,19 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 """SPEC section 4: rewards, budgets, mixing ratios, horizons. Kitchen's mixing ratio is
 listed as -1/0.25/0.5 in the paper; 0.25 is used for all three datasets."""
 
+BASELINE_REWARDS: dict[tuple[str, str], RewardConfig] = {
+    ("antmaze", "iql"): RewardConfig(scale=1.0, bias=-1.0, failure_reward=0.0),
+    ("antmaze", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
+    ("adroit", "iql"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
+    ("adroit", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
+}
+"""(family, --algo) -> the reward that method's reference trained on, where it is not the
+task's (Cal-QL's) reward: IQL's AntMaze r - 1 (the official `train_finetune.py` subtracts 1
+in every batch; SPEC section 7), jaxrl AWAC's raw D4RL 0/1, and on Adroit both the raw
+{-1, 0} of the AWAC data the two papers fine-tuned on (IQL's repository holds no Adroit
+script). Kitchen's reward is raw for every method. The temperatures of Table 4 and the
+lambdas of Appendix E.5 are tied to these scales (the weights read the advantage's scale)."""
+
 PICKPLACE = "pickplace"
 """The default task of train_state.py: the privileged-state pick-and-place domain (its own
 module, `domains/pickplace_state.py`; not a line of `TASKS`)."""
@@ -111,8 +124,9 @@ class TaskExperimentConfig:
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     algo: Algo = "calql"
-    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac', or 'bc',
-    the behaviour-cloning reference."""
+    """'calql' (CQL with --learner.no-calql-bound), the baselines 'iql' and 'awac' (on the
+    command line they start from their reference's reward, `BASELINE_REWARDS`), or 'bc', the
+    behaviour-cloning reference."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
@@ -140,8 +154,9 @@ machine (Adroit, 512x3 critics), so the smoke preset uses batch 64, 100 offline 
 one online episode of at most 100 steps: a few CPU minutes at most."""
 
 
-def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
-    """The task's defaults: SPEC section 4 learner and reward, paper or smoke budgets."""
+def preset_config(task: str, preset: str = "smoke", algo: str = "calql") -> TaskExperimentConfig:
+    """The task's defaults: SPEC section 4 learner and reward, paper or smoke budgets; with
+    `--algo iql` / `awac`, that method's reference reward where it differs (`BASELINE_REWARDS`)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
     t = TASKS[task]
@@ -160,7 +175,7 @@ def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
     return TaskExperimentConfig(task=task, preset=preset, learner=learner, loop=loop,
                                 iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](),
-                                reward=dataclasses.replace(t.reward),
+                                reward=dataclasses.replace(BASELINE_REWARDS.get((t.family, algo), t.reward)),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
 
