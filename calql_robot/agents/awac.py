@@ -33,6 +33,12 @@ Where this differs from jaxrl, and why:
   sample, i.e. Q outside the action box the data cover.
 - Initialisation: the project's JaxCQL orthogonal init (output gain 1e-2); jaxrl uses gain
   sqrt 2 (critic) and 1 (mean) on the output layers. It sets the output scale at the start only.
+- Data actions are not clipped to +-(1 - 1e-5) as jaxrl's dataset does (a leftover of
+  tanh policies; the Gaussian here has a finite density at +-1).
+Rewards are the domain's (`--reward.*`); on the command line `--algo awac` starts from the
+reward jaxrl trained on where the preset's differs (AntMaze's raw 0/1, Adroit's raw
+{-1, 0}, pick-and-place +1/0), since softmax(A / lambda) reads the advantage's scale
+(`registry.BASELINE_REWARDS`, `pickplace_state.BASELINE_REWARDS`).
 """
 
 from __future__ import annotations

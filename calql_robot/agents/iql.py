@@ -28,8 +28,12 @@ Where this differs from the official code, and why:
 - Initialisation: the project's JaxCQL orthogonal init (hidden gain sqrt 2, output gain
   1e-2) where the official code uses gain sqrt 2 on the output layers too; it changes the
   scale of the networks' outputs at the start only.
-- AntMaze reward: the official IQL trains on r - 1; the task preset's reward is Cal-QL's
-  10r - 5 unless the command line picks IQL's (see `domains/registry.py`, `--algo iql`).
+- Rewards are the domain's (`--reward.*`): on the command line `--algo iql` starts from
+  the reward IQL's reference trained on where the preset's differs - AntMaze r - 1 (the
+  official `train_finetune.py`), Adroit's raw {-1, 0}, pick-and-place +1/0 - since
+  exp(beta * A) reads the advantage's scale (`registry.BASELINE_REWARDS`,
+  `pickplace_state.BASELINE_REWARDS`). The official code also rescales locomotion rewards
+  by 1000 / (return range); no domain here needs it.
 """
 
 from __future__ import annotations
