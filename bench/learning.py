@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from calql_robot.analysis.outcomes import read_outcome  # noqa: E402
 
-ALGO_FLAGS = {"calql": [], "cql": ["--learner.no-calql-bound"], "bc": ["--algo", "bc"]}
+ALGO_FLAGS = {"calql": [], "cql": ["--learner.no-calql-bound"], "bc": ["--algo", "bc"], "iql": ["--algo", "iql"],
+              "awac": ["--algo", "awac"]}
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -15,12 +15,21 @@ from typing import Any
 import tyro
 
 from calql_robot.agents.catalog import AGENTS, algo_table, with_algo_defaults
-from calql_robot.config import from_dict
-from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS, StateExperimentConfig
-from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS, VisualExperimentConfig
-from calql_robot.domains.registry import PICKPLACE, TASKS, TaskExperimentConfig, preset_config, task_table
+from calql_robot.config import RewardConfig, from_dict
+from calql_robot.domains.pickplace_state import BASELINE_REWARDS, StateExperimentConfig
+from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS
+from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS
+from calql_robot.domains.pickplace_visual import VisualExperimentConfig
+from calql_robot.domains.registry import (
+    PICKPLACE,
+    TASKS,
+    TaskExperimentConfig,
+    preset_config,
+    task_table,
+)
 from calql_robot.errors import ConfigError
 from calql_robot.run.runlog import CONFIG_FILE, read_config_json
+
 
 def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
     """On `--run.resume --run.run-dir D`: the typed config saved in D/config.json, meant as
@@ -47,6 +56,25 @@ def saved_config_for_resume(cls: type, argv: list[str]) -> Any | None:
     print(f"--run.resume: continuing with the settings saved in {path} (flags given now override them)",
           flush=True)
     return saved
+
+
+def peek_algo(argv: list[str]) -> str:
+    """`--algo` as given (tyro parses it again), read first because IQL and AWAC start from
+    their reference's reward where it differs from the preset's (`BASELINE_REWARDS`)."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--algo", default="calql")
+    known, _ = pre.parse_known_args(argv)
+    return known.algo
+
+
+def with_algo_reward(default: Any, algo: str, rewards: dict[str, RewardConfig]) -> Any:
+    """The preset with `algo`'s reward from `rewards` (scale, bias, failure reward; the
+    discount stays the preset's), or unchanged when `algo` has none there."""
+    if algo not in rewards:
+        return default
+    r = rewards[algo]
+    return dataclasses.replace(default, reward=dataclasses.replace(default.reward, scale=r.scale, bias=r.bias,
+                                                                   failure_reward=r.failure_reward))
 
 
 def parse_config(cls: type, argv: list[str], default: Any | None = None, description: str | None = None) -> Any:
@@ -93,12 +121,13 @@ def parse_state_cli(argv: list[str]) -> StateExperimentConfig | TaskExperimentCo
         if preset not in STATE_PRESETS:
             raise ConfigError(f"--preset {preset} is not a pick-and-place preset; choose from "
                               f"{', '.join(STATE_PRESETS)}")
-        return parse_config(StateExperimentConfig, rest, default=STATE_PRESETS[preset](),
+        default = with_algo_reward(STATE_PRESETS[preset](), peek_algo(rest), BASELINE_REWARDS)
+        return parse_config(StateExperimentConfig, rest, default=default,
                             description=f"Cal-QL on a state task ({preset} preset).\n\n{tasks}")
     if known.preset == "default":
         raise ConfigError("--preset default is a pick-and-place preset; the registry tasks have smoke and paper")
     known.preset = known.preset or "smoke"
-    default = preset_config(known.task, known.preset)
+    default = preset_config(known.task, known.preset, peek_algo(argv))
     return parse_config(TaskExperimentConfig, argv, default=default,
                         description=f"Cal-QL on {known.task} ({known.preset} preset).\n\n{tasks}")
 
@@ -111,4 +140,5 @@ def parse_visual_cli(argv: list[str], doc: str = "") -> VisualExperimentConfig:
     known, rest = pre.parse_known_args(argv)
     description = (f"{doc}\nPreset: {known.preset} (choices: {', '.join(sorted(VISUAL_PRESETS))}; "
                    f"pass --preset NAME first).")
-    return parse_config(VisualExperimentConfig, rest, default=VISUAL_PRESETS[known.preset], description=description)
+    default = with_algo_reward(VISUAL_PRESETS[known.preset], peek_algo(rest), BASELINE_REWARDS)
+    return parse_config(VisualExperimentConfig, rest, default=default, description=description)

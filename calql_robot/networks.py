@@ -259,3 +259,77 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = full_precision(h).split(self.action_dim, dim=-1)  # log-probs in fp32 under bf16
         log_std = self.log_std_multiplier * log_std + self.log_std_offset
         return PolicyOutput(mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX))
+
+
+# ---------------------------------------------------------------- IQL / AWAC
+def single_mlp(x: torch.Tensor, net: EnsembleMLP, dropout: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Forward of a one-member `EnsembleMLP` on (B, in) rows: ReLU hidden layers, linear
+    output; `dropout` after each hidden activation while `training` (IQL's kitchen actor).
+    The output layer runs in fp32 under bf16 autocast (values and means are read as numbers;
+    `calql_robot/precision.py`)."""
+    params = net.parameters_list()
+    for w, b in params[:-1]:
+        x = torch.addmm(b[0], x, w[0])
+        x = F.dropout(F.relu(x), dropout, training) if dropout > 0 else F.relu(x)
+    w, b = params[-1]
+    with fp32_region(x):
+        return torch.addmm(b[0], full_precision(x), w[0])
+
+
+class ValueNetwork(nn.Module):
+    """V(s): one MLP, features -> scalar (IQL's `ValueCritic`), (B, F) -> (B,)."""
+
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...], orthogonal_init: bool = True) -> None:
+        super().__init__()
+        self.mlp = EnsembleMLP(1, obs_dim, hidden, 1, orthogonal_init)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return single_mlp(obs, self.mlp)[:, 0]
+
+
+@dataclass
+class GaussianPolicyOutput:
+    """A diagonal Gaussian with a tanh-bounded mean and no squashing of the samples."""
+
+    mean: torch.Tensor  # (B, A), already in (-1, 1)
+    log_std: torch.Tensor  # (A,) or (B, A), clipped
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, A) actions -> (B,) log-densities (finite at a = +-1: no tanh correction)."""
+        eps = (actions - self.mean) / self.log_std.exp()
+        return gaussian_log_prob(eps, self.log_std.expand_as(self.mean)).sum(-1)
+
+    def sample(self, n: int | None = None) -> torch.Tensor:
+        """Samples (no gradient path is needed by IQL or AWAC): (B, A), or (n, B, A)."""
+        shape = self.mean.shape if n is None else (n, *self.mean.shape)
+        eps = torch.randn(shape, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.log_std.exp() * eps
+
+    def deterministic(self) -> torch.Tensor:
+        """Evaluation action: the mean (IQL / jaxrl sample with temperature 0)."""
+        return self.mean
+
+
+class GaussianActor(nn.Module):
+    """IQL's and jaxrl AWAC's policy: `NormalTanhPolicy(state_dependent_std=False,
+    tanh_squash_distribution=False)` - mean `tanh(MLP(s))`, a learnable state-independent
+    log-std vector (init 0) clipped to [log_std_min, 2], and the plain Gaussian density.
+
+    Why not `TanhGaussianActor`: advantage-weighted regression maximises log pi(a_data|s).
+    Under a tanh-squashed Gaussian a data action at +-1 has no finite density; clipped to
+    +-(1 - 1e-5) it sits at a pre-tanh value of +-6.1, where its log-density and gradient
+    are large, so the few saturated rows (pick-and-place gripper commands, AntMaze's
+    saturated joints) dominate the loss. The official codes use this distribution; so do we.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], log_std_min: float,
+                 dropout: float = 0.0, orthogonal_init: bool = True) -> None:
+        super().__init__()
+        self.mlp = EnsembleMLP(1, obs_dim, hidden, action_dim, orthogonal_init)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+        self.log_std_min, self.dropout, self.action_dim = log_std_min, dropout, action_dim
+
+    def forward(self, obs: torch.Tensor, training: bool = False) -> GaussianPolicyOutput:
+        """`training` turns dropout on (the actor loss); acting and targets run without it."""
+        mean = torch.tanh(single_mlp(obs, self.mlp, self.dropout, training))
+        return GaussianPolicyOutput(mean, self.log_std.clamp(self.log_std_min, LOG_STD_MAX))

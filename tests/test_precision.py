@@ -163,3 +163,27 @@ def test_visual_update_in_bf16_keeps_features_and_losses_fp32() -> None:
     for key, value in out["fp32"].items():
         assert abs(out["bf16"][key] - value) <= 0.01 * max(abs(value), 1.0), (key, value, out["bf16"][key])
     assert _space(px)["image"].shape == (px, px, 3)
+
+
+@pytest.mark.parametrize("algo", ["sac", "iql", "awac", "bc"])
+def test_every_agent_updates_in_bf16_with_fp32_weights(algo: str) -> None:
+    """Every agent computes its losses under `--run.precision bf16` (the contract's
+    `forward_precision`): finite metrics, fp32 parameters, and losses within 1% of fp32's."""
+    from calql_robot.agents.catalog import build_agent, with_algo_defaults
+    from calql_robot.domains.pickplace_state import PRESETS as STATE
+
+    config = with_algo_defaults(STATE["default"](), algo)
+    batch = state_batch(3)
+    batch["observations"], batch["next_observations"] = batch["observations"][:, :29], batch["next_observations"][:, :29]
+    batch["actions"] = batch["actions"][:, :7]
+    out = {}
+    for prec in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        agent = build_agent(config, AgentSpec(29, 7, 0.99, precision=prec))
+        torch.manual_seed(1)
+        out[prec] = agent.update(batch)
+        assert all(np.isfinite(v) for v in out[prec].values())
+        assert all(p.dtype == torch.float32 for p in agent.encoder.parameters())
+    for key, value in out["fp32"].items():
+        if "loss" in key:
+            assert abs(out["bf16"][key] - value) <= 0.02 * max(abs(value), 1.0), (key, value, out["bf16"][key])

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from calql_robot.agents.awac import AWACConfig, AWACLearner
 from calql_robot.agents.base import Agent, AgentSpec
 from calql_robot.agents.bc import BCConfig, BCLearner
 from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.calql_learner import CalQLLearner
+from calql_robot.agents.iql import IQLConfig, IQLLearner
 from calql_robot.agents.sac import SACConfig
 from calql_robot.agents.sac_learner import SACLearner
 from calql_robot.errors import ConfigError
@@ -109,11 +111,15 @@ AGENTS: dict[str, AgentEntry] = {
                               "pool sampled uniformly (mixing -1)", _no_pretraining(-1.0)),
     "hybrid": AgentEntry(SACConfig, SACLearner, "sac", "hybrid RL: SAC from scratch on batches mixed at the "
                          "domain's mixing ratio", _no_pretraining(None)),
+    "iql": AgentEntry(IQLConfig, IQLLearner, "iql", "IQL: expectile value, advantage-weighted actor, the same "
+                      "losses online (Kostrikov et al. 2022)"),
+    "awac": AgentEntry(AWACConfig, AWACLearner, "awac", "AWAC: SAC-style critic without entropy, actor weighted "
+                       "by softmax(A / lambda) over the batch (Nair et al. 2020)"),
     "bc": AgentEntry(BCConfig, BCLearner, "bc",  # behaviour cloning, the reference line (offline only)
                      "behaviour cloning, the reference line (offline only)"),
 }
 
-Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "bc"]
+Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "awac", "bc"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
 
@@ -146,8 +152,8 @@ def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
 
 def validate_agent_configs(config: Any) -> None:
     """Check every agent config the experiment config holds, as the run starts: a mistyped
-    `--learner.*` or `--bc.*` flag is named before anything is written, whichever `--algo`
-    runs (each agent config has `validate()`)."""
+    `--learner.*`, `--bc.*`, `--iql.*` or `--awac.*` flag is named before anything is
+    written, whichever `--algo` runs (each agent config has `validate()`)."""
     entry_of(config.algo)  # an unknown --algo is named first
     for field in dict.fromkeys(entry.field for entry in AGENTS.values()):  # every domain holds every field
         getattr(config, field).validate()

@@ -27,14 +27,25 @@ import gymnasium as gym
 import numpy as np
 from torch import nn
 
+from calql_robot.agents.awac import PRESETS as AWAC_PRESETS
+from calql_robot.agents.awac import AWACConfig
 from calql_robot.agents.bc import BCConfig
-from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
+from calql_robot.agents.calql import PRESETS as CALQL_PRESETS
+from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.catalog import Algo, agent_config
-from calql_robot.agents.sac import PRESETS as SAC_PRESETS, SACConfig
+from calql_robot.agents.iql import PRESETS as IQL_PRESETS
+from calql_robot.agents.iql import IQLConfig
+from calql_robot.agents.sac import PRESETS as SAC_PRESETS
+from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag, obs_spec_of
-from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset, recorded_settings,
-                                  reusable_dataset)
+from calql_robot.domains.pickplace_data import (
+    PickPlaceDataConfig,
+    check_data_config,
+    find_or_create_dataset,
+    recorded_settings,
+    reusable_dataset,
+)
 from calql_robot.errors import ConfigError, DatasetError
 from data.replay import EpisodeReplayBuffer
 from data.suspicious import ActionFix
@@ -73,7 +84,8 @@ class VisualExperimentConfig:
     """Dataset actions outside [-1, 1]: 'error' stops the run naming the file, key, row and
     value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
-    """The method (the Algorithms list above); given here it also sets what the method implies."""
+    """The method (the Algorithms list above); given here it also sets what the method implies
+    (IQL and AWAC, on the command line, start from their reference's reward, `BASELINE_REWARDS`)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
@@ -89,6 +101,10 @@ class VisualExperimentConfig:
     """Behaviour cloning's settings (used with --algo bc)."""
     sac: SACConfig = field(default_factory=SAC_PRESETS["visual_paper"])
     """SAC's settings (used with --algo sac, sac-offline, hybrid)."""
+    iql: IQLConfig = field(default_factory=IQL_PRESETS["manipulation"])
+    """IQL's settings (used with --algo iql; the Cal-QL paper's manipulation column)."""
+    awac: AWACConfig = field(default_factory=AWAC_PRESETS["manipulation"])
+    """AWAC's settings (used with --algo awac; the Cal-QL paper's manipulation lambda)."""
     domain: Literal["pickplace_visual"] = DOMAIN_NAME
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 

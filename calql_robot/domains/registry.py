@@ -19,10 +19,16 @@ from typing import Any, Callable, Literal
 
 import gymnasium as gym
 
+from calql_robot.agents.awac import PRESETS as AWAC_PRESETS
+from calql_robot.agents.awac import AWACConfig
 from calql_robot.agents.bc import BCConfig
-from calql_robot.agents.calql import PRESETS as CALQL_PRESETS, CalQLConfig
+from calql_robot.agents.calql import PRESETS as CALQL_PRESETS
+from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.catalog import Algo
-from calql_robot.agents.sac import PRESETS as SAC_PRESETS, SACConfig
+from calql_robot.agents.iql import PRESETS as IQL_PRESETS
+from calql_robot.agents.iql import IQLConfig
+from calql_robot.agents.sac import PRESETS as SAC_PRESETS
+from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag
 from data.suspicious import ActionFix
@@ -78,6 +84,19 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 """SPEC section 4: rewards, budgets, mixing ratios, horizons. Kitchen's mixing ratio is
 listed as -1/0.25/0.5 in the paper; 0.25 is used for all three datasets."""
 
+BASELINE_REWARDS: dict[tuple[str, str], RewardConfig] = {
+    ("antmaze", "iql"): RewardConfig(scale=1.0, bias=-1.0, failure_reward=0.0),
+    ("antmaze", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
+    ("adroit", "iql"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
+    ("adroit", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
+}
+"""(family, --algo) -> the reward that method's reference trained on, where it is not the
+task's (Cal-QL's) reward: IQL's AntMaze r - 1 (the official `train_finetune.py` subtracts 1
+in every batch; SPEC section 7), jaxrl AWAC's raw D4RL 0/1, and on Adroit both the raw
+{-1, 0} of the AWAC data the two papers fine-tuned on (IQL's repository holds no Adroit
+script). Kitchen's reward is raw for every method. The temperatures of Table 4 and the
+lambdas of Appendix E.5 are tied to these scales (the weights read the advantage's scale)."""
+
 PICKPLACE = "pickplace"
 """The default task of train_state.py: the privileged-state pick-and-place domain (its own
 module, `domains/pickplace_state.py`; not a line of `TASKS`)."""
@@ -110,7 +129,8 @@ class TaskExperimentConfig:
     """'smoke': a CPU-sized run of a few minutes (100 offline updates at batch 64, one online
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     algo: Algo = "calql"
-    """The method (the Algorithms list above); given here it also sets what the method implies."""
+    """The method (the Algorithms list above); given here it also sets what the method implies
+    (IQL and AWAC, on the command line, start from their reference's reward, the task's `BASELINE_REWARDS`)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
@@ -125,6 +145,10 @@ class TaskExperimentConfig:
     """Behaviour cloning's settings (used with --algo bc)."""
     sac: SACConfig = field(default_factory=SACConfig)
     """SAC's settings (used with --algo sac, sac-offline, hybrid)."""
+    iql: IQLConfig = field(default_factory=IQLConfig)
+    """IQL's settings (used with --algo iql; the task's preset sets the paper's Table 4 values)."""
+    awac: AWACConfig = field(default_factory=AWACConfig)
+    """AWAC's settings (used with --algo awac; the task's preset sets the paper's lambda)."""
     domain: Literal["state_task"] = "state_task"
     """Which kind of config this is."""
 
@@ -136,8 +160,9 @@ machine (Adroit, 512x3 critics), so the smoke preset uses batch 64, 100 offline 
 one online episode of at most 100 steps: a few CPU minutes at most."""
 
 
-def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
-    """The task's defaults: SPEC section 4 learner and reward, paper or smoke budgets."""
+def preset_config(task: str, preset: str = "smoke", algo: str = "calql") -> TaskExperimentConfig:
+    """The task's defaults: SPEC section 4 learner and reward, paper or smoke budgets; with
+    `--algo iql` / `awac`, that method's reference reward where it differs (`BASELINE_REWARDS`)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
     t = TASKS[task]
@@ -155,7 +180,8 @@ def preset_config(task: str, preset: str = "smoke") -> TaskExperimentConfig:
     else:
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
     return TaskExperimentConfig(task=task, preset=preset, learner=learner, sac=SAC_PRESETS[t.family](), loop=loop,
-                                reward=dataclasses.replace(t.reward),
+                                iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](),
+                                reward=dataclasses.replace(BASELINE_REWARDS.get((t.family, algo), t.reward)),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
 
@@ -237,7 +263,11 @@ def _antmaze_data(t: Task, dataset: str, kind: str, root: str | None,
     if kind == "d4rl":
         return _d4rl(dataset, actions), {"frame": "d4rl"}
     if kind == "minari":
-        from data.minari_local import minari_dataset_dir, read_minari, read_minari_metadata
+        from data.minari_local import (
+            minari_dataset_dir,
+            read_minari,
+            read_minari_metadata,
+        )
 
         data = read_minari(dataset, root, obs_keys=("achieved_goal", "observation"), actions=actions)
         meta = read_minari_metadata(minari_dataset_dir(dataset, root))
@@ -263,7 +293,8 @@ def _recorded_maze(meta: dict[str, Any]) -> list | None:
 
 def _kitchen_data(t: Task, dataset: str, kind: str, root: str | None,
                   trust: bool, actions: ActionFix) -> tuple[Transitions, dict[str, Any]]:
-    from calql_robot.domains.kitchen import D4RL_OBS_DIM, TASKS as SUBTASKS, refuse_d4rl_kitchen
+    from calql_robot.domains.kitchen import D4RL_OBS_DIM, refuse_d4rl_kitchen
+    from calql_robot.domains.kitchen import TASKS as SUBTASKS
 
     if kind == "d4rl":
         data = _d4rl(dataset, actions)
