@@ -34,10 +34,8 @@ from calql_robot.run.checkpoint import load_checkpoint
 from calql_robot.run.lock import LOCK_FILE, RunLock
 from calql_robot.run.runlog import read_metrics
 from tests.test_loop import assert_same_runs, tiny_config
+from tests.test_user_errors import ENV, ROOT  # the one child environment of the CLI tests
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-ENV.pop("CALQL_DEBUG", None)
 TINY = ["--run.no-progress", "--run.threads", "1", "--data.episodes", "4", "--loop.offline-steps", "150",
         "--loop.online-env-steps", "80", "--loop.batch-size", "16", "--loop.eval-episodes", "1",
         "--loop.eval-every-offline", "0", "--loop.eval-every", "40", "--loop.log-every", "5",
