@@ -20,13 +20,7 @@ from calql_robot.domains.pickplace_state import BASELINE_REWARDS, StateExperimen
 from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS
 from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS
 from calql_robot.domains.pickplace_visual import VisualExperimentConfig
-from calql_robot.domains.registry import (
-    PICKPLACE,
-    TASKS,
-    TaskExperimentConfig,
-    preset_config,
-    task_table,
-)
+from calql_robot.domains.registry import PICKPLACE, TASKS, TaskExperimentConfig, preset_config, task_table
 from calql_robot.errors import ConfigError
 from calql_robot.run.runlog import CONFIG_FILE, read_config_json
 

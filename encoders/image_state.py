@@ -21,13 +21,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from encoders.conv import (
-    KEYPOINT_CHANNELS,
-    KEYPOINT_STRIDES,
-    PTR_CHANNELS,
-    ConvTrunk,
-    orthogonal_init_,
-)
+from encoders.conv import KEYPOINT_CHANNELS, KEYPOINT_STRIDES, PTR_CHANNELS, ConvTrunk, orthogonal_init_
 from encoders.normalize import effective_std, standardize
 from encoders.spatial import SpatialSoftmax
 

@@ -13,16 +13,7 @@ from calql_robot.agents.awac import PRESETS, AWACConfig, AWACLearner, compute_lo
 from calql_robot.agents.base import AgentSpec, batch_to_torch
 from calql_robot.errors import ConfigError
 from tests.test_iql import FEAT, np_gaussian_log_prob, np_layers
-from tests.test_losses import (
-    ACT,
-    DISCOUNT,
-    OBS,
-    B,
-    make_batch,
-    np_critics,
-    np_mlp,
-    np_q,
-)
+from tests.test_losses import ACT, DISCOUNT, OBS, B, make_batch, np_critics, np_mlp, np_q
 
 K = 3
 

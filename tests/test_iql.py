@@ -11,24 +11,9 @@ import torch
 from torch import nn
 
 from calql_robot.agents.base import AgentSpec, batch_to_torch
-from calql_robot.agents.iql import (
-    EXP_ADV_MAX,
-    PRESETS,
-    IQLConfig,
-    IQLLearner,
-    compute_losses,
-)
+from calql_robot.agents.iql import EXP_ADV_MAX, PRESETS, IQLConfig, IQLLearner, compute_losses
 from calql_robot.errors import ConfigError
-from tests.test_losses import (
-    ACT,
-    DISCOUNT,
-    OBS,
-    B,
-    make_batch,
-    np_critics,
-    np_mlp,
-    np_q,
-)
+from tests.test_losses import ACT, DISCOUNT, OBS, B, make_batch, np_critics, np_mlp, np_q
 
 FEAT = 4
 

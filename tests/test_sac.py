@@ -19,12 +19,7 @@ from calql_robot.agents import calql as calql_losses
 from calql_robot.agents import sac
 from calql_robot.agents.base import AgentSpec, batch_to_torch
 from calql_robot.agents.calql_learner import CalQLLearner
-from calql_robot.agents.catalog import (
-    AGENTS,
-    WSRL_WARMUP,
-    agent_config,
-    with_algo_defaults,
-)
+from calql_robot.agents.catalog import AGENTS, WSRL_WARMUP, agent_config, with_algo_defaults
 from calql_robot.agents.sac import SACConfig
 from calql_robot.agents.sac_learner import SACLearner
 from calql_robot.cli import parse_state_cli, parse_visual_cli
@@ -33,15 +28,7 @@ from calql_robot.domains.pickplace_state import StateExperimentConfig
 from calql_robot.errors import ConfigError
 from calql_robot.experiment import validate_loop
 from data.mixing import sample_mixed
-from tests.test_losses import (
-    ACT,
-    DISCOUNT,
-    OBS,
-    B,
-    make_batch,
-    np_policy,
-    small_cfg,
-)
+from tests.test_losses import ACT, DISCOUNT, OBS, B, make_batch, np_policy, small_cfg
 
 FEAT = 4
 

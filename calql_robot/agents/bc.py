@@ -19,15 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.agents.base import (
-    AgentSpec,
-    Batch,
-    apply_losses,
-    batch_to_torch,
-    forward_precision,
-    load_optimizers,
-    obs_to_tensor,
-)
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, forward_precision, load_optimizers,
+                                     obs_to_tensor)
 from calql_robot.errors import ConfigError
 from calql_robot.precision import full_precision
 

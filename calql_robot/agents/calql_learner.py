@@ -22,23 +22,9 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.agents.base import (
-    AgentSpec,
-    Batch,
-    apply_losses,
-    batch_to_torch,
-    check_batch,
-    forward_precision,
-    load_optimizers,
-    obs_to_tensor,
-)
-from calql_robot.agents.calql import (
-    CalQLConfig,
-    Nets,
-    UpdateSettings,
-    compute_losses,
-    policy_values,
-)
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
+                                     load_optimizers, obs_to_tensor)
+from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, policy_values
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
 BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")

@@ -48,15 +48,8 @@ import torch
 from torch import nn
 
 from calql_robot.agents import weighted
-from calql_robot.agents.base import (
-    AgentSpec,
-    Batch,
-    apply_losses,
-    batch_to_torch,
-    check_batch,
-    forward_precision,
-    load_optimizers,
-)
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
+                                     load_optimizers)
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.networks import CriticEnsemble, GaussianActor, ValueNetwork

@@ -41,14 +41,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from calql_robot.agents.calql import (
-    Features,
-    alpha_loss,
-    bellman_error,
-    encode,
-    policy_loss,
-    policy_values,
-)
+from calql_robot.agents.calql import Features, alpha_loss, bellman_error, encode, policy_loss, policy_values
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor

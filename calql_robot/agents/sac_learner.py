@@ -13,16 +13,8 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.agents.base import (
-    AgentSpec,
-    Batch,
-    apply_losses,
-    batch_to_torch,
-    check_batch,
-    forward_precision,
-    load_optimizers,
-    obs_to_tensor,
-)
+from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
+                                     load_optimizers, obs_to_tensor)
 from calql_robot.agents.calql import policy_values
 from calql_robot.agents.sac import Nets, SACConfig, compute_losses
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor

@@ -39,13 +39,8 @@ from calql_robot.agents.sac import PRESETS as SAC_PRESETS
 from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, naming_the_action_flag, obs_spec_of
-from calql_robot.domains.pickplace_data import (
-    PickPlaceDataConfig,
-    check_data_config,
-    find_or_create_dataset,
-    recorded_settings,
-    reusable_dataset,
-)
+from calql_robot.domains.pickplace_data import (PickPlaceDataConfig, check_data_config, find_or_create_dataset,
+                                                recorded_settings, reusable_dataset)
 from calql_robot.errors import ConfigError, DatasetError
 from data.replay import EpisodeReplayBuffer
 from data.suspicious import ActionFix
