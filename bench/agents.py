@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.hardware import machine  # noqa: E402
-from calql_robot.agents.base import AgentSpec, batch_to_torch  # noqa: E402
+from calql_robot.agents.base import AgentSpec, batch_to_torch, context_length  # noqa: E402
 from calql_robot.agents.catalog import AGENTS, build_agent, with_algo_defaults  # noqa: E402
 from calql_robot.domains.pickplace_state import PRESETS  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
@@ -44,6 +44,15 @@ def random_batch(rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
             "mc_returns": rng.uniform(-500, 500, size).astype(np.float32)}
 
 
+def random_windows(rng: np.random.Generator, size: int, context: int) -> dict[str, np.ndarray]:
+    """A batch of `size` windows of `context` steps, for a sequence agent (`--algo odt`)."""
+    flat = random_batch(rng, size * context)
+    out = {k: flat[k].reshape(size, context, *flat[k].shape[1:]) for k in ("observations", "actions", "rewards", "dones")}
+    out["returns_to_go"] = rng.uniform(0, 1, (size, context)).astype(np.float32)
+    out["mask"] = np.ones((size, context), np.float32)
+    return out
+
+
 def make_agents(preset: str, algos: list[str], device: torch.device):
     """(name, phase) -> an agent in that phase, built as the entry point builds it."""
     agents = {}
@@ -60,10 +69,11 @@ def make_agents(preset: str, algos: list[str], device: torch.device):
     return agents, config.loop.batch_size
 
 
-def rates(agents: dict, batches: list[dict], seconds: float) -> dict:
-    """Median updates/s of each agent over windows of ~1 s, the agents taking turns."""
+def rates(agents: dict, batches: dict[int, list[dict]], seconds: float) -> dict:
+    """Median updates/s of each agent over windows of ~1 s, the agents taking turns;
+    `batches` by context length (1: transitions)."""
     for agent in agents.values():
-        for b in batches[:2]:
+        for b in batches[context_length(agent)][:2]:
             agent.update(b)
     windows: dict = {key: [] for key in agents}
     deadline, i = time.perf_counter() + seconds * len(agents), 0
@@ -71,7 +81,7 @@ def rates(agents: dict, batches: list[dict], seconds: float) -> dict:
         for key, agent in agents.items():
             start, count = time.perf_counter(), 0
             while count == 0 or time.perf_counter() - start < 1.0:
-                agent.update(batches[i % len(batches)])
+                agent.update(batches[context_length(agent)][i % 4])
                 i, count = i + 1, count + 1
             windows[key].append(count / (time.perf_counter() - start))
     return {key: float(np.median(w)) for key, w in windows.items()}
@@ -93,7 +103,9 @@ def main() -> None:
     device = torch.device(args.device)
     agents, batch_size = make_agents(args.preset, args.algos, device)
     rng = np.random.default_rng(0)
-    batches = [batch_to_torch(random_batch(rng, batch_size), device) for _ in range(4)]
+    batches = {1: [batch_to_torch(random_batch(rng, batch_size), device) for _ in range(4)]}
+    for context in sorted({context_length(agent) for agent in agents.values()} - {1}):
+        batches[context] = [batch_to_torch(random_windows(rng, batch_size, context), device) for _ in range(4)]
     measured = rates(agents, batches, args.seconds)
     hw = machine(device)
     print(f"state pick-and-place, preset {args.preset}, batch {batch_size}, {args.threads} threads, {hw['cpu']}, "

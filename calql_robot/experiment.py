@@ -30,10 +30,21 @@ from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
 from calql_robot.precision import resolve_precision
 from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
-from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
+from calql_robot.run.diskspace import (
+    CHECKPOINT_COPIES,
+    SLACK_BYTES,
+    VIDEO_BYTES,
+    require_free_space,
+    tensor_bytes,
+)
 from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
 from calql_robot.run.lock import LOCK_FILE, RunLock, refuse_if_locked
-from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
+from calql_robot.run.runlog import (
+    CONFIG_FILE,
+    RunLogger,
+    atomic_write_text,
+    make_run_dir,
+)
 from calql_robot.run.stopping import StopRequest, stop_on_signals
 from data.replay import EpisodeReplayBuffer
 
@@ -165,7 +176,8 @@ def _train_in(run_dir: Path, config: ExperimentConfig, loop: LoopConfig, entry: 
     probe = domain.make_env()
     action_dim = probe.action_space.shape[0]
     agent = build_agent(config, AgentSpec(domain.feature_dim, action_dim, config.reward.discount, domain.encoder,
-                                          domain.augment, device, config.reward.failure_return(), run.precision))
+                                          domain.augment, device, config.reward.failure_return(), run.precision,
+                                          (config.reward.scale, config.reward.bias)))
     if not agent.learns_online and loop.online_env_steps:
         print(f"--algo {config.algo} learns offline only: skipping the {loop.online_env_steps} online env steps")
         loop = replace(loop, online_env_steps=0)

@@ -32,13 +32,34 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.agents.base import Agent, NonFiniteLossError, ValueEstimator
+from calql_robot.agents.base import (
+    Agent,
+    AgentPolicy,
+    NonFiniteLossError,
+    ValueEstimator,
+    context_length,
+)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError, RunInterrupted, TrainingDiverged
-from calql_robot.rollouts import EvalResult, evaluate, initial_state_calibration, run_episode
-from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
-                                        resume_state, save_run_checkpoint)
-from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plot_learning_curves
+from calql_robot.rollouts import (
+    EvalResult,
+    evaluate,
+    initial_state_calibration,
+    run_episode,
+)
+from calql_robot.run.checkpoint import (
+    capture_rng_state,
+    fits_run,
+    keep_switch_checkpoint,
+    restore_rng_state,
+    resume_state,
+    save_run_checkpoint,
+)
+from calql_robot.run.plots import (
+    has_calibration_metrics,
+    plot_calibration,
+    plot_learning_curves,
+)
 from calql_robot.run.runlog import RunLogger
 from calql_robot.run.stopping import StopRequest
 from calql_robot.run.video import VideoRecorder
@@ -120,6 +141,7 @@ class Trainer:
         self.progress, self.videos, self.stop = progress, videos, stop
         self.env, self.eval_env = make_env(), make_env()
         self.rng = np.random.default_rng(seed)
+        self.context = context_length(learner)  # 1: transition batches; K: K-step windows (a sequence agent)
         self.counters = Counters(next_eval_step=next_eval_step(0, loop.eval_every, loop.eval_at))
         self.ckpt_dir = Path(logger.run_dir) / "checkpoints"
         self._window: dict[str, list[float]] = defaultdict(list)
@@ -179,8 +201,7 @@ class Trainer:
         """Deterministic evaluation; writes a rollout video of its first episode if asked."""
         path = Path(self.logger.run_dir) / "videos" / f"eval_{self.step:08d}_{tag}.mp4"
         recorder = VideoRecorder(path, enabled=self.videos)
-        policy = lambda obs: self.learner.act(obs, deterministic=True)  # noqa: E731
-        result = evaluate(self.eval_env, policy, self.loop.eval_episodes,
+        result = evaluate(self.eval_env, AgentPolicy(self.learner, deterministic=True), self.loop.eval_episodes,
                           eval_seed_base(self.seed), recorder)
         calibration = (initial_state_calibration(result.episodes, self.learner.value, self.reward)
                        if isinstance(self.learner, ValueEstimator) else {})
@@ -281,7 +302,7 @@ class Trainer:
         bar = tqdm(total=loop.offline_steps, initial=c.offline_updates, desc="offline",
                    disable=not self.progress, unit="upd")
         while c.offline_updates < loop.offline_steps and not self.learner.online:
-            self._update(self.offline.sample(loop.batch_size, self.rng))
+            self._update(self.offline.sample(loop.batch_size, self.rng, self.context))
             c.offline_updates += 1
             bar.update(1)
             self._offline_hooks()
@@ -323,8 +344,8 @@ class Trainer:
     def _collect_episode(self) -> None:
         """Run and store one episode; its updates become due (none during the warm-up)."""
         c, loop = self.counters, self.loop
-        policy = lambda obs: self.learner.act(obs, deterministic=False)  # noqa: E731
-        episode = run_episode(self.env, policy, seed=EPISODE_SEED_STRIDE * self.seed + c.episodes)
+        episode = run_episode(self.env, AgentPolicy(self.learner, deterministic=False),
+                              seed=EPISODE_SEED_STRIDE * self.seed + c.episodes)
         insert_episode(self.online, episode, self.reward, self.learner.needs_returns)
         c.episodes += 1
         c.env_steps += episode["length"]
@@ -340,7 +361,8 @@ class Trainer:
         the evaluation and checkpoint its env steps call for."""
         c, loop = self.counters, self.loop
         while c.pending_updates:
-            self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng))
+            self._update(sample_mixed(self.offline, self.online, loop.batch_size, loop.mixing_ratio, self.rng,
+                                      self.context))
             c.online_updates += 1
             c.pending_updates -= 1
             if c.online_updates % loop.log_every == 0:

@@ -15,12 +15,17 @@ from typing import Any, Callable
 
 import gymnasium as gym
 
-from calql_robot.agents.base import Agent, AgentSpec, resolve_device
+from calql_robot.agents.base import Agent, AgentPolicy, AgentSpec, resolve_device
 from calql_robot.agents.catalog import build_agent
 from calql_robot.config import from_dict
 from calql_robot.domains.catalog import DOMAINS, domain_entry
 from calql_robot.errors import CheckpointNotFoundError, ConfigError, RunDirError
-from calql_robot.run.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
+from calql_robot.run.checkpoint import (
+    check_keys,
+    fits_run,
+    load_checkpoint,
+    resume_state,
+)
 from calql_robot.run.runlog import CONFIG_FILE, read_config_json
 
 
@@ -82,7 +87,8 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
         action_dim = int(env.action_space.shape[0])
     finally:
         env.close()
-    learner = build_agent(cfg, AgentSpec(feature_dim, action_dim, cfg.reward.discount, encoder, device=dev))
+    learner = build_agent(cfg, AgentSpec(feature_dim, action_dim, cfg.reward.discount, encoder, device=dev,
+                                         reward_transform=(cfg.reward.scale, cfg.reward.bias)))
     with fits_run(Path(checkpoint), f"the networks described by {run_dir / CONFIG_FILE}"):
         learner.load_state_dict(state["learner"])
     learner.encoder.eval()
@@ -92,5 +98,6 @@ def load_policy(run_dir: Path, checkpoint: Path | None = None, device: str = "cp
 
 
 def policy_fn(learner: Agent, deterministic: bool) -> Callable[[Any], Any]:
-    """The learner as an `obs -> action` function (act() itself runs under no_grad)."""
-    return lambda obs: learner.act(obs, deterministic=deterministic)
+    """The learner as an `obs -> action` policy (act() itself runs under no_grad), told of
+    episode starts and rewards where it keeps a context (`agents.base.AgentPolicy`)."""
+    return AgentPolicy(learner, deterministic)

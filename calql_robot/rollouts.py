@@ -42,17 +42,24 @@ def run_episode(env: gym.Env, policy: Policy, seed: int, recorder: VideoRecorder
     `length`, and `score`: the last step's `info['score']` where the env reports one
     (Kitchen: sub-tasks solved / 4), else None. Recorded frames are captioned with episode
     `index`, step, return so far and success. `after_reset(obs) -> obs` may move the start
-    state before the first action (the test datasets' near-goal starts).
+    state before the first action (the test datasets' near-goal starts). A policy with
+    `reset()` and `observe(reward)` (`agents.base.AgentPolicy`) is told where the episode
+    starts and each step's raw reward (a decision transformer keeps its context by them).
     """
     obs, _ = env.reset(seed=int(seed))
     if after_reset is not None:
         obs = after_reset(obs)
+    if hasattr(policy, "reset"):
+        policy.reset()
+    observe = getattr(policy, "observe", None)
     rows, actions, rewards, terms, touts, hits = [obs], [], [], [], [], []
     success, total, score = False, 0.0, None
     _record(recorder, env, index, 0, total, success)
     while True:
         action = np.asarray(policy(obs), dtype=np.float32)
         obs, reward, terminated, truncated, info = env.step(action)
+        if observe is not None:
+            observe(float(reward))
         rows.append(obs)
         actions.append(action)
         rewards.append(float(reward))

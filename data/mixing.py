@@ -19,7 +19,7 @@ ONE_POOL = -1.0
 
 
 def sample_mixed(offline: EpisodeReplayBuffer, online: EpisodeReplayBuffer, batch_size: int,
-                 ratio: float, rng: np.random.Generator) -> dict[str, Any]:
+                 ratio: float, rng: np.random.Generator, context: int = 1) -> dict[str, Any]:
     """Batch of ``batch_size`` transitions mixed from the two buffers.
 
     ``ratio`` in [0, 1]: exactly ``round(batch_size * ratio)`` offline (Python's round, ties
@@ -30,13 +30,19 @@ def sample_mixed(offline: EpisodeReplayBuffer, online: EpisodeReplayBuffer, batc
     Returns the batch layout of :meth:`EpisodeReplayBuffer.sample` with offline rows first,
     then online rows (dict observations concatenated key by key), plus ``n_offline`` (int):
     the first ``n_offline`` rows came from the offline buffer, the rest from the online one.
+    ``context=K > 1``: each row is a window of K steps starting at the drawn transition
+    (:meth:`EpisodeReplayBuffer.sample_windows`), drawn the same way.
     """
     off_idx, on_idx = _draw_indices(len(offline), len(online), int(batch_size), ratio, rng)
+
+    def take(buffer: EpisodeReplayBuffer, idx: np.ndarray) -> dict[str, Any]:
+        return buffer.sample_indices(idx) if context == 1 else buffer.sample_windows(idx, context)
+
     parts = []
     if off_idx.size:
-        parts.append(offline.sample_indices(off_idx))
+        parts.append(take(offline, off_idx))
     if on_idx.size:
-        parts.append(online.sample_indices(on_idx))
+        parts.append(take(online, on_idx))
     batch = parts[0] if len(parts) == 1 else _concat(parts[0], parts[1])
     batch["n_offline"] = int(off_idx.size)
     return batch

@@ -13,13 +13,18 @@ configuration error, reported as :class:`BufferFullError`.
 
 ``dones`` in a batch are terminals only: a time-limit cut is not an MDP termination and must
 bootstrap in the TD target (SPEC section 3; SPEC section 7 "terminal vs timeout mixed up").
+
+Sequence models (the online decision transformer) read windows of ``context`` consecutive
+steps instead of transitions: :meth:`sample_windows` gathers them by transition index from
+the same contiguous storage (``sample(..., context=K)``), with each step's undiscounted
+return-to-go. ``context=1``, the default, is the transition batch above, unchanged.
 """
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -90,6 +95,7 @@ class EpisodeReplayBuffer:
         self._size = 0
         self._rows = 0
         self._episodes = 0
+        self._windows: _WindowIndex | None = None
 
     # ----------------------------------------------------------------------- sizes
     @staticmethod
@@ -362,17 +368,20 @@ class EpisodeReplayBuffer:
         self._mc_returns[s0:s1] = steps["mc_returns"]
 
     def _commit(self, transitions: int, rows: int, episodes: int) -> None:
+        self._windows = None
         self._size += transitions
         self._rows += rows
         self._episodes += episodes
 
     # ----------------------------------------------------------------------- sampling
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, Any]:
+    def sample(self, batch_size: int, rng: np.random.Generator, context: int = 1) -> dict[str, Any]:
         """Uniform batch with replacement over stored transitions (SPEC section 3).
 
         Returns numpy arrays: ``observations``, ``next_observations`` (array or dict, images
         stay uint8), ``actions (B,A) f32``, ``rewards (B,) f32``, ``dones (B,) f32``
         (terminals only; timeouts are not dones), ``mc_returns (B,) f32``.
+        ``context=K > 1``: windows of K steps starting at the drawn transitions instead
+        (:meth:`sample_windows`); the same draw from ``rng``.
         """
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"sample: rng must be a numpy Generator, got {type(rng).__name__}")
@@ -380,7 +389,8 @@ class EpisodeReplayBuffer:
             raise ValueError("sample: the buffer is empty")
         if int(batch_size) < 1:
             raise ValueError(f"sample: batch_size must be >= 1, got {batch_size}")
-        return self.sample_indices(rng.integers(0, self._size, size=int(batch_size)))
+        idx = rng.integers(0, self._size, size=int(batch_size))
+        return self.sample_indices(idx) if context == 1 else self.sample_windows(idx, context)
 
     def sample_indices(self, idx: np.ndarray) -> dict[str, Any]:
         """The batch of the given transition indices (same layout as :meth:`sample`)."""
@@ -401,6 +411,55 @@ class EpisodeReplayBuffer:
             "dones": self._terminals[idx].astype(np.float32),
             "mc_returns": self._mc_returns[idx],
         }
+
+    def sample_windows(self, idx: np.ndarray, context: int) -> dict[str, Any]:
+        """Windows of ``context`` consecutive steps of one trajectory, starting at the given
+        transition indices: what a decision transformer trains on.
+
+        A window stops at the end of its trajectory (a terminal, a timeout or the episode's
+        last step) and is padded after it: ``mask (B,K) f32`` is 1 on the window's steps and
+        0 on the padding, whose entries repeat the window's last step. Online DT samples the
+        same way (facebookresearch/online-dt ``data.py``: a trajectory drawn with probability
+        proportional to its length, a uniform start in it, ``K`` steps cut at its end), i.e.
+        a uniform start over all transitions. Arrays have a leading ``(B, K)``:
+        ``observations``, ``actions``, ``rewards``, ``dones`` and ``returns_to_go``, the
+        undiscounted sum of this buffer's (transformed) rewards from the step to the end of
+        its trajectory (``mc_returns`` at gamma = 1, ``data.returns``' one return function).
+        Online episodes are stored with the rewards they achieved, so their returns-to-go are
+        the achieved ones whatever return the policy was conditioned on while collecting them
+        (Online DT's hindsight return relabelling).
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        if int(context) < 1:
+            raise ValueError(f"sample_windows: context must be >= 1, got {context}")
+        if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() >= self._size)):
+            raise IndexError(f"sample_windows: 'idx' must be 1-D indices in [0, {self._size})")
+        windows = self._window_index()
+        last = windows.ends[np.searchsorted(windows.ends, idx)]  # each start's trajectory end
+        offset = np.arange(int(context), dtype=np.int64)
+        steps = idx[:, None] + np.minimum(offset[None, :], (last - idx)[:, None])  # (B, K)
+        mask = (offset[None, :] <= (last - idx)[:, None]).astype(np.float32)
+        return {
+            "observations": self._gather(self._obs_idx[steps]),
+            "actions": self._actions[steps],
+            "rewards": self._rewards[steps],
+            "dones": self._terminals[steps].astype(np.float32),
+            "returns_to_go": windows.returns_to_go[steps],
+            "mask": mask,
+        }
+
+    def _window_index(self) -> _WindowIndex:
+        """Trajectory ends and undiscounted returns-to-go of the stored transitions, built
+        on first use and again after data are added (offline: once; online: once per
+        episode, a cumulative sum over the online data)."""
+        if self._windows is None:
+            n = self._size
+            rows = self._obs_idx[:n]
+            ends = self._terminals[:n] | self._timeouts[:n]
+            ends[:-1] |= rows[1:] != rows[:-1] + 1  # the next transition starts another episode
+            ends[-1] = True
+            self._windows = _WindowIndex(np.flatnonzero(ends), mc_returns(self._rewards[:n], ends, 1.0))
+        return self._windows
 
     def _gather(self, rows: np.ndarray) -> Obs:
         out = {k: np.take(v, rows, axis=0) for k, v in self._obs.items()}
@@ -458,6 +517,7 @@ class EpisodeReplayBuffer:
         for name, (dst, n) in arrays.items():
             dst[:n] = sd[name].numpy()
         self._size, self._rows, self._episodes = size, rows, eps
+        self._windows = None
 
     def _step_arrays(self) -> dict[str, np.ndarray]:
         return {"obs_idx": self._obs_idx, "actions": self._actions, "rewards": self._rewards,
@@ -468,6 +528,15 @@ class EpisodeReplayBuffer:
         return json.dumps({"dict": self._is_dict,
                            "spec": {k: [list(s), d.str] for k, (s, d) in self._spec.items()}},
                           sort_keys=True)
+
+
+class _WindowIndex(NamedTuple):
+    """What :meth:`EpisodeReplayBuffer.sample_windows` reads besides the stored arrays."""
+
+    ends: np.ndarray
+    """Sorted indices of the transitions that close a trajectory."""
+    returns_to_go: np.ndarray
+    """Undiscounted return-to-go of every stored transition (f32)."""
 
 
 def _parse_obs_spec(obs_spec: ObsSpec) -> tuple[bool, dict[str, tuple[tuple[int, ...], np.dtype]]]:

@@ -43,6 +43,9 @@ class AgentSpec:
     precision: str = "fp32"
     """The update's arithmetic, as `precision.resolve_precision` settled it for `device`:
     'fp32', or 'bf16' (autocast around the loss computation, `forward_precision`)."""
+    reward_transform: tuple[float, float] = (1.0, 0.0)
+    """(scale, bias) of the run's reward transform (`RewardConfig`), for an agent that reads
+    the env's raw rewards while acting (`SequenceAgent.observe`) in the units its batches hold."""
 
 
 @runtime_checkable
@@ -86,6 +89,51 @@ class ValueEstimator(Protocol):
 
     def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """The agent's estimate of V(s) = Q(s, pi(s)) at its deterministic action, per obs."""
+
+
+@runtime_checkable
+class SequenceAgent(Protocol):
+    """An agent whose action depends on the episode so far (the online decision transformer).
+
+    The loop samples it windows of `context_length` consecutive steps instead of transitions
+    (`EpisodeReplayBuffer.sample_windows`), and rollouts tell it where an episode starts and
+    what each step paid (`AgentPolicy`, `rollouts.run_episode`). Every other agent has none
+    of this: context 1, transition batches, no hooks."""
+
+    context_length: int
+    """K: steps per training window."""
+
+    def reset(self) -> None:
+        """A new episode starts: forget the previous one's context."""
+
+    def observe(self, reward: float) -> None:
+        """The env's raw reward for the action `act` returned last."""
+
+
+def context_length(agent: Agent) -> int:
+    """Steps per training sample: an agent's `context_length` if it is a SequenceAgent, else 1."""
+    return int(agent.context_length) if isinstance(agent, SequenceAgent) else 1
+
+
+class AgentPolicy:
+    """An agent as the `obs -> action` policy of `rollouts.run_episode` (training episodes,
+    evaluations, rollout.py): `reset` and `observe` reach a SequenceAgent and do nothing for
+    any other agent."""
+
+    def __init__(self, agent: Agent, deterministic: bool) -> None:
+        self.agent, self.deterministic = agent, deterministic
+        self._sequence = isinstance(agent, SequenceAgent)
+
+    def __call__(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        return self.agent.act(obs, deterministic=self.deterministic)
+
+    def reset(self) -> None:
+        if self._sequence:
+            self.agent.reset()
+
+    def observe(self, reward: float) -> None:
+        if self._sequence:
+            self.agent.observe(reward)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -26,6 +26,7 @@ from calql_robot.agents.bc import BCConfig, BCLearner
 from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.calql_learner import CalQLLearner
 from calql_robot.agents.iql import IQLConfig, IQLLearner
+from calql_robot.agents.odt import ODTConfig, ODTLearner
 from calql_robot.agents.sac import SACConfig
 from calql_robot.agents.sac_learner import SACLearner
 from calql_robot.errors import ConfigError
@@ -95,6 +96,12 @@ def _wsrl_calql(config: Any) -> dict[str, Any]:
     return {"learner.calibrate_online": False, **SAC_FINETUNING, **wsrl_loop(config)}
 
 
+def _odt(config: Any) -> dict[str, Any]:
+    """Offline and online rows in one pool sampled uniformly: the nearest the loop has to the
+    official ODT's single replay of whole trajectories (`agents/odt.py` says what differs)."""
+    return {"loop.mixing_ratio": -1.0}
+
+
 AGENTS: dict[str, AgentEntry] = {
     "calql": AgentEntry(CalQLConfig, CalQLLearner, "learner",  # CQL: --learner.no-calql-bound
                         "Cal-QL: CQL with the MC-return bound (CQL: --learner.no-calql-bound)"),
@@ -115,11 +122,14 @@ AGENTS: dict[str, AgentEntry] = {
                       "losses online (Kostrikov et al. 2022)"),
     "awac": AgentEntry(AWACConfig, AWACLearner, "awac", "AWAC: SAC-style critic without entropy, actor weighted "
                        "by softmax(A / lambda) over the batch (Nair et al. 2020)"),
+    "odt": AgentEntry(ODTConfig, ODTLearner, "odt", "online decision transformer: return-conditioned causal "
+                      "transformer over (R, s, a), entropy-constrained stochastic policy, hindsight returns of "
+                      "online episodes, one pool of offline and online rows (Zheng et al. 2022)", _odt),
     "bc": AgentEntry(BCConfig, BCLearner, "bc",  # behaviour cloning, the reference line (offline only)
                      "behaviour cloning, the reference line (offline only)"),
 }
 
-Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "awac", "bc"]
+Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "awac", "odt", "bc"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
 
@@ -153,7 +163,7 @@ def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
 def validate_agent_configs(config: Any) -> None:
     """Check every agent config the experiment config holds, as the run starts: a mistyped
     `--learner.*`, `--bc.*`, `--iql.*` or `--awac.*` flag is named before anything is
-    written, whichever `--algo` runs (each agent config has `validate()`)."""
+    written, whichever `--algo` runs (each agent config has `validate()`; `--odt.*` too)."""
     entry_of(config.algo)  # an unknown --algo is named first
     for field in dict.fromkeys(entry.field for entry in AGENTS.values()):  # every domain holds every field
         getattr(config, field).validate()

@@ -21,6 +21,8 @@ from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.catalog import Algo, agent_config
 from calql_robot.agents.iql import PRESETS as IQL_PRESETS
 from calql_robot.agents.iql import IQLConfig
+from calql_robot.agents.odt import PRESETS as ODT_PRESETS
+from calql_robot.agents.odt import ODTConfig
 from calql_robot.agents.sac import PRESETS as SAC_PRESETS
 from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
@@ -63,7 +65,7 @@ class StateExperimentConfig:
     """Distractor object (0..4) of the task."""
     algo: Algo = "calql"
     """The method (the Algorithms list above); given here it also sets what the method implies
-    (IQL and AWAC, on the command line, start from their reference's reward, `BASELINE_REWARDS`)."""
+    (IQL, AWAC and ODT, on the command line, start from their reference's reward, `BASELINE_REWARDS`)."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(
         offline_steps=4000, online_env_steps=3000, utd=1, batch_size=256, mixing_ratio=0.5,
         eval_episodes=20, eval_every_offline=1000, eval_every=500, checkpoint_every=1000, log_every=100))
@@ -80,6 +82,8 @@ class StateExperimentConfig:
     """IQL's settings (used with --algo iql; the Cal-QL paper's manipulation column)."""
     awac: AWACConfig = field(default_factory=AWAC_PRESETS["manipulation"])
     """AWAC's settings (used with --algo awac; the Cal-QL paper's manipulation lambda)."""
+    odt: ODTConfig = field(default_factory=ODT_PRESETS["manipulation"])
+    """Online decision transformer's settings (used with --algo odt; the official AntMaze ones)."""
     domain: Literal["pickplace_state"] = "pickplace_state"
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 
@@ -99,13 +103,15 @@ PRESETS: dict[str, Callable[[], StateExperimentConfig]] = {"default": StateExper
 """Named base configs of `train_state.py` (pick-and-place); every field stays overridable."""
 
 BASELINE_REWARDS: dict[str, RewardConfig] = {
-    algo: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0) for algo in ("iql", "awac")}
+    algo: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0) for algo in ("iql", "awac", "odt")}
 """The reward `--algo iql` / `--algo awac` start from on pick-and-place (both domains; the
 command line applies it, `cli.py`, and `--reward.*` still overrides it): the Cal-QL paper's
 manipulation reward, +1 on success and 0 otherwise, the scale at which its authors swept
 IQL's temperature and AWAC's lambda (Appendix E.4-E.5). Both methods weight the data by
 exp(beta * A) or softmax(A / lambda), which read the advantage's scale; the 10r - 5 of the
-Cal-QL presets here multiplies it by 10 (at beta = 10, a 100-fold greedier weighting)."""
+Cal-QL presets here multiplies it by 10 (at beta = 10, a 100-fold greedier weighting).
+`--algo odt` starts from it too: its return targets (1 evaluation, 2 online) are written
+in it, as the official AntMaze ones are in D4RL's raw 0/1."""
 
 
 def make_state_env(cfg: StateExperimentConfig):

@@ -35,6 +35,8 @@ from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.catalog import Algo, agent_config
 from calql_robot.agents.iql import PRESETS as IQL_PRESETS
 from calql_robot.agents.iql import IQLConfig
+from calql_robot.agents.odt import PRESETS as ODT_PRESETS
+from calql_robot.agents.odt import ODTConfig
 from calql_robot.agents.sac import PRESETS as SAC_PRESETS
 from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
@@ -80,7 +82,7 @@ class VisualExperimentConfig:
     value; 'clip' clips them to [-1, 1]; 'rescale' divides all by their largest |a|."""
     algo: Algo = "calql"
     """The method (the Algorithms list above); given here it also sets what the method implies
-    (IQL and AWAC, on the command line, start from their reference's reward, `BASELINE_REWARDS`)."""
+    (IQL, AWAC and ODT, on the command line, start from their reference's reward, `BASELINE_REWARDS`)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     finetune_task: tuple[int, int] | None = None
     """(target, distractor) of online fine-tuning and evaluation; None: --data.held-out-task."""
@@ -100,6 +102,8 @@ class VisualExperimentConfig:
     """IQL's settings (used with --algo iql; the Cal-QL paper's manipulation column)."""
     awac: AWACConfig = field(default_factory=AWAC_PRESETS["manipulation"])
     """AWAC's settings (used with --algo awac; the Cal-QL paper's manipulation lambda)."""
+    odt: ODTConfig = field(default_factory=ODT_PRESETS["manipulation"])
+    """Online decision transformer's settings (used with --algo odt; the official AntMaze ones)."""
     domain: Literal["pickplace_visual"] = DOMAIN_NAME
     """Which domain this config describes (rollout.py rebuilds the run from it)."""
 

@@ -27,6 +27,8 @@ from calql_robot.agents.calql import CalQLConfig
 from calql_robot.agents.catalog import Algo
 from calql_robot.agents.iql import PRESETS as IQL_PRESETS
 from calql_robot.agents.iql import IQLConfig
+from calql_robot.agents.odt import PRESETS as ODT_PRESETS
+from calql_robot.agents.odt import ODTConfig
 from calql_robot.agents.sac import PRESETS as SAC_PRESETS
 from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
@@ -89,12 +91,15 @@ BASELINE_REWARDS: dict[tuple[str, str], RewardConfig] = {
     ("antmaze", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
     ("adroit", "iql"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
     ("adroit", "awac"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
+    ("antmaze", "odt"): RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
+    ("adroit", "odt"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
 }
 """(family, --algo) -> the reward that method's reference trained on, where it is not the
 task's (Cal-QL's) reward: IQL's AntMaze r - 1 (the official `train_finetune.py` subtracts 1
 in every batch; SPEC section 7), jaxrl AWAC's raw D4RL 0/1, and on Adroit both the raw
 {-1, 0} of the AWAC data the two papers fine-tuned on (IQL's repository holds no Adroit
-script). Kitchen's reward is raw for every method. The temperatures of Table 4 and the
+script), and ODT's raw rewards (the official AntMaze data keep D4RL's 0/1; `agents/odt.py`'s
+return targets are written in them). Kitchen's reward is raw for every method. The temperatures of Table 4 and the
 lambdas of Appendix E.5 are tied to these scales (the weights read the advantage's scale)."""
 
 PICKPLACE = "pickplace"
@@ -130,7 +135,7 @@ class TaskExperimentConfig:
     episode capped at 100 steps); 'paper': SPEC section 4's budgets and horizons."""
     algo: Algo = "calql"
     """The method (the Algorithms list above); given here it also sets what the method implies
-    (IQL and AWAC, on the command line, start from their reference's reward, the task's `BASELINE_REWARDS`)."""
+    (IQL, AWAC and ODT, on the command line, start from their reference's reward, the task's `BASELINE_REWARDS`)."""
     loop: LoopConfig = field(default_factory=LoopConfig)
     horizon: int | None = None
     """Episode length of the env; None = the paper's (SPEC section 4)."""
@@ -149,6 +154,8 @@ class TaskExperimentConfig:
     """IQL's settings (used with --algo iql; the task's preset sets the paper's Table 4 values)."""
     awac: AWACConfig = field(default_factory=AWACConfig)
     """AWAC's settings (used with --algo awac; the task's preset sets the paper's lambda)."""
+    odt: ODTConfig = field(default_factory=ODTConfig)
+    """Online decision transformer's settings (used with --algo odt; the task's preset sets its return targets)."""
     domain: Literal["state_task"] = "state_task"
     """Which kind of config this is."""
 
@@ -180,7 +187,7 @@ def preset_config(task: str, preset: str = "smoke", algo: str = "calql") -> Task
     else:
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
     return TaskExperimentConfig(task=task, preset=preset, learner=learner, sac=SAC_PRESETS[t.family](), loop=loop,
-                                iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](),
+                                iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](), odt=ODT_PRESETS[t.family](),
                                 reward=dataclasses.replace(BASELINE_REWARDS.get((t.family, algo), t.reward)),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
