@@ -30,21 +30,10 @@ from calql_robot.loop import Trainer
 from calql_robot.perf import tune_malloc
 from calql_robot.precision import resolve_precision
 from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
-from calql_robot.run.diskspace import (
-    CHECKPOINT_COPIES,
-    SLACK_BYTES,
-    VIDEO_BYTES,
-    require_free_space,
-    tensor_bytes,
-)
+from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
 from calql_robot.run.lock import LOCK_FILE, RunLock, refuse_if_locked
-from calql_robot.run.runlog import (
-    CONFIG_FILE,
-    RunLogger,
-    atomic_write_text,
-    make_run_dir,
-)
+from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
 from calql_robot.run.stopping import StopRequest, stop_on_signals
 from data.replay import EpisodeReplayBuffer
 

@@ -32,34 +32,13 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.agents.base import (
-    Agent,
-    AgentPolicy,
-    NonFiniteLossError,
-    ValueEstimator,
-    context_length,
-)
+from calql_robot.agents.base import Agent, AgentPolicy, NonFiniteLossError, ValueEstimator, context_length
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError, RunInterrupted, TrainingDiverged
-from calql_robot.rollouts import (
-    EvalResult,
-    evaluate,
-    initial_state_calibration,
-    run_episode,
-)
-from calql_robot.run.checkpoint import (
-    capture_rng_state,
-    fits_run,
-    keep_switch_checkpoint,
-    restore_rng_state,
-    resume_state,
-    save_run_checkpoint,
-)
-from calql_robot.run.plots import (
-    has_calibration_metrics,
-    plot_calibration,
-    plot_learning_curves,
-)
+from calql_robot.rollouts import EvalResult, evaluate, initial_state_calibration, run_episode
+from calql_robot.run.checkpoint import (capture_rng_state, fits_run, keep_switch_checkpoint, restore_rng_state,
+                                        resume_state, save_run_checkpoint)
+from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plot_learning_curves
 from calql_robot.run.runlog import RunLogger
 from calql_robot.run.stopping import StopRequest
 from calql_robot.run.video import VideoRecorder

@@ -20,12 +20,7 @@ from calql_robot.agents.catalog import build_agent
 from calql_robot.config import from_dict
 from calql_robot.domains.catalog import DOMAINS, domain_entry
 from calql_robot.errors import CheckpointNotFoundError, ConfigError, RunDirError
-from calql_robot.run.checkpoint import (
-    check_keys,
-    fits_run,
-    load_checkpoint,
-    resume_state,
-)
+from calql_robot.run.checkpoint import check_keys, fits_run, load_checkpoint, resume_state
 from calql_robot.run.runlog import CONFIG_FILE, read_config_json
 
 

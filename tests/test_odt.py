@@ -16,21 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from calql_robot.agents.base import (
-    AgentPolicy,
-    AgentSpec,
-    SequenceAgent,
-    context_length,
-)
-from calql_robot.agents.odt import (
-    ACTION_EPS,
-    LOG_STD_MAX,
-    LOG_STD_MIN,
-    Lamb,
-    ODTConfig,
-    ODTLearner,
-    compute_losses,
-)
+from calql_robot.agents.base import AgentPolicy, AgentSpec, SequenceAgent, context_length
+from calql_robot.agents.odt import ACTION_EPS, LOG_STD_MAX, LOG_STD_MIN, Lamb, ODTConfig, ODTLearner, compute_losses
 from calql_robot.config import RewardConfig
 from calql_robot.errors import ConfigError
 from calql_robot.loop import insert_episode

@@ -76,15 +76,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calql_robot.agents.base import (
-    AgentSpec,
-    Batch,
-    Obs,
-    apply_losses,
-    batch_to_torch,
-    forward_precision,
-    obs_to_tensor,
-)
+from calql_robot.agents.base import (AgentSpec, Batch, Obs, apply_losses, batch_to_torch, forward_precision,
+                                     obs_to_tensor)
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.precision import full_precision
