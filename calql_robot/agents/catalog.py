@@ -83,9 +83,9 @@ def _cql_sac(config: Any) -> dict[str, Any]:
 def wsrl_loop(config: Any) -> dict[str, Any]:
     """WSRL's data schedule after pre-training, for any pre-trained agent: online batches of
     online rows only (mixing 0; WSRL's `--offline_data_ratio 0`) after the warm-up. Nothing
-    is re-initialised at the switch (WSRL keeps the pre-trained networks). A `wsrl-iql` line
-    is `AgentEntry(IQLConfig, IQLLearner, "iql", ..., lambda c: {<IQL's online settings>,
-    **wsrl_loop(c)})`."""
+    is re-initialised at the switch (WSRL keeps the pre-trained networks). `wsrl-iql` is this
+    alone: IQL has no setting of its own that changes at the switch (its losses are the same
+    online), so WSRL's schedule is all that makes it differ from `iql`."""
     return {"loop.mixing_ratio": 0.0, "loop.warmup_env_steps": wsrl_warmup(config.loop.online_env_steps)}
 
 
@@ -113,13 +113,17 @@ AGENTS: dict[str, AgentEntry] = {
                          "domain's mixing ratio", _no_pretraining(None)),
     "iql": AgentEntry(IQLConfig, IQLLearner, "iql", "IQL: expectile value, advantage-weighted actor, the same "
                       "losses online (Kostrikov et al. 2022)"),
+    "wsrl-iql": AgentEntry(IQLConfig, IQLLearner, "iql",
+                           f"IQL pre-training, then IQL fine-tuning without offline rows (mixing 0) after a "
+                           f"warm-up of {WSRL_WARMUP} env steps (CPU budgets: a tenth); WSRL's data schedule",
+                           wsrl_loop),
     "awac": AgentEntry(AWACConfig, AWACLearner, "awac", "AWAC: SAC-style critic without entropy, actor weighted "
                        "by softmax(A / lambda) over the batch (Nair et al. 2020)"),
     "bc": AgentEntry(BCConfig, BCLearner, "bc",  # behaviour cloning, the reference line (offline only)
                      "behaviour cloning, the reference line (offline only)"),
 }
 
-Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "awac", "bc"]
+Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "wsrl-iql", "awac", "bc"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
 
