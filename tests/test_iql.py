@@ -218,7 +218,8 @@ def test_prefers_the_rewarded_action_where_cloning_would_not() -> None:
 def test_wsrl_iql_is_iql_with_wsrls_data_schedule() -> None:
     """`--algo wsrl-iql`: IQL's agent and config as `--algo iql`, pre-training kept, then
     online batches of online rows only (mixing 0) after the warm-up (a tenth of a CPU budget,
-    WSRL's 5000 env steps from 50K up); explicit flags win."""
+    WSRL's 5000 env steps from 50K up); IQL's reference reward (`BASELINE_REWARDS`); explicit
+    flags win."""
     iql, wsrl = parsed(["--algo", "iql"]), parsed(["--algo", "wsrl-iql"])
     assert AGENTS["wsrl-iql"].learner is IQLLearner and type(agent_config(wsrl)) is IQLConfig
     assert agent_config(wsrl) == agent_config(iql) and wsrl.loop.offline_steps == iql.loop.offline_steps > 0
@@ -226,6 +227,9 @@ def test_wsrl_iql_is_iql_with_wsrls_data_schedule() -> None:
     assert wsrl.loop.warmup_env_steps == iql.loop.online_env_steps // 10 and iql.loop.warmup_env_steps == 0
     assert parsed(["--algo", "wsrl-iql", "--loop.online-env-steps", "50000"]).loop.warmup_env_steps == WSRL_WARMUP
     assert parsed(["--algo", "wsrl-iql", "--loop.mixing-ratio", "0.25"]).loop.mixing_ratio == 0.25
+    for argv, visual in (([], False), (["--task", "antmaze-umaze"], False), (["--task", "door"], False), ([], True)):
+        assert parsed([*argv, "--algo", "wsrl-iql"], visual).reward == parsed([*argv, "--algo", "iql"], visual).reward
+    assert parsed(["--task", "antmaze-umaze", "--algo", "wsrl-iql"]).reward.bias == -1.0  # IQL's r - 1
     batch = sample_mixed(filled(50, OFFLINE), filled(20, ONLINE), 64, wsrl.loop.mixing_ratio,
                          np.random.default_rng(0))
     assert batch["n_offline"] == 0 and np.all(batch["observations"]["state"][:, 1] == ONLINE)

@@ -169,6 +169,15 @@ def agent_config(config: Any) -> Any:
     return getattr(config, entry.field)
 
 
+def reward_method(algo: str) -> str:
+    """The method whose reference reward `algo` starts from (the domains' `BASELINE_REWARDS`
+    keys): its agent's config field, so `wsrl-iql` starts from IQL's reward as `iql` does
+    (IQL's temperature reads the advantage's scale). An unknown name is returned as it is,
+    for the parser to name."""
+    entry = AGENTS.get(algo)
+    return algo if entry is None else entry.field
+
+
 def entry_of(algo: str) -> AgentEntry:
     """The table's line of `algo`; an unknown name is a one-line ConfigError naming it."""
     if algo not in AGENTS:
