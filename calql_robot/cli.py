@@ -14,7 +14,7 @@ from typing import Any
 
 import tyro
 
-from calql_robot.agents.catalog import AGENTS, algo_table, with_algo_defaults
+from calql_robot.agents.catalog import AGENTS, algo_table, reward_method, with_algo_defaults
 from calql_robot.config import RewardConfig, from_dict
 from calql_robot.domains.pickplace_state import BASELINE_REWARDS, StateExperimentConfig
 from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS
@@ -63,7 +63,9 @@ def peek_algo(argv: list[str]) -> str:
 
 def with_algo_reward(default: Any, algo: str, rewards: dict[str, RewardConfig]) -> Any:
     """The preset with `algo`'s reward from `rewards` (scale, bias, failure reward; the
-    discount stays the preset's), or unchanged when `algo` has none there."""
+    discount stays the preset's), or unchanged when `algo` has none there; `algo`'s method's
+    (`catalog.reward_method`: `wsrl-iql` takes IQL's)."""
+    algo = reward_method(algo)
     if algo not in rewards:
         return default
     r = rewards[algo]

@@ -9,8 +9,10 @@ at the switch, every `eval_every` env steps online (and at `eval_at`'s steps) an
 
 Resumable: a checkpoint holds the learner (networks, optimizers, alpha, alpha'), the
 online buffer, all counters and every RNG state; the offline buffer is rebuilt from its
-dataset. Env episodes are seeded from (seed, episode index), so a resumed run sees the
-same episodes as an uninterrupted one.
+dataset. An agent with work to do on the offline data first (`agents/base.Preparing`) does
+it before the offline phase, once: its state says whether it is done. Env episodes are
+seeded from (seed, episode index), so a resumed run sees the same episodes as an
+uninterrupted one.
 
 Stoppable (issue 22): on SIGINT or SIGTERM (`run/stopping.py`) the loop stops at its next
 safe point: after the update under way (offline, or between the updates that follow an
@@ -32,7 +34,8 @@ import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
-from calql_robot.agents.base import Agent, AgentPolicy, NonFiniteLossError, ValueEstimator, context_length
+from calql_robot.agents.base import (Agent, AgentPolicy, NonFiniteLossError, Preparing, ValueEstimator,
+                                     context_length)
 from calql_robot.config import LoopConfig, RewardConfig
 from calql_robot.errors import CheckpointError, RunInterrupted, TrainingDiverged
 from calql_robot.rollouts import EvalResult, evaluate, initial_state_calibration, run_episode
@@ -260,6 +263,7 @@ class Trainer:
         c = self.counters
         if c.offline_updates == 0 and not self.learner.online:
             c.initial_success = self.evaluate("start").success_rate
+        self._prepare()
         self._offline_phase()
         if not self.learner.online:
             c.offline_success = self.evaluate("switch").success_rate
@@ -275,6 +279,15 @@ class Trainer:
         self.save()
         self._plot()
         return summary
+
+    def _prepare(self) -> None:
+        """An agent's work on the offline data before its first update (`agents/base.Preparing`:
+        Cal-QL's learned reference value); its metrics in one row. The agent knows whether it
+        is done (a resumed run: nothing to do, no draws from the RNG)."""
+        if isinstance(self.learner, Preparing):
+            metrics = self.learner.prepare(self.offline, self.loop.batch_size, self.rng)
+            if metrics:
+                self.logger.log({**metrics, **self._progress_metrics()}, self.step, self._phase())
 
     def _offline_phase(self) -> None:
         c, loop = self.counters, self.loop

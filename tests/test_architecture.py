@@ -30,9 +30,9 @@ FLOORS: dict[str, int] = {
 }
 """docs/ARCHITECTURE.md's floors, by module or folder (the longest prefix wins)."""
 
-CONCRETE_AGENTS = ("calql_robot.agents.calql", "calql_robot.agents.calql_learner", "calql_robot.agents.bc",
-                   "calql_robot.agents.sac", "calql_robot.agents.sac_learner", "calql_robot.agents.iql",
-                   "calql_robot.agents.awac", "calql_robot.agents.odt")
+CONCRETE_AGENTS = ("calql_robot.agents.calql", "calql_robot.agents.calql_learner", "calql_robot.agents.reference",
+                   "calql_robot.agents.bc", "calql_robot.agents.sac", "calql_robot.agents.sac_learner",
+                   "calql_robot.agents.iql", "calql_robot.agents.awac", "calql_robot.agents.odt")
 
 
 def module_name(path: Path) -> str:

@@ -1,5 +1,6 @@
 """IQL: every loss against an independent NumPy computation (float64), gradient isolation,
-every trained parameter moves, the target update, state round trip, bad settings."""
+every trained parameter moves, the target update, state round trip, bad settings; the
+`wsrl-iql` catalog line (IQL with WSRL's data schedule)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import torch
 from torch import nn
 
 from calql_robot.agents.base import AgentSpec, batch_to_torch
+from calql_robot.agents.catalog import AGENTS, WSRL_WARMUP, agent_config
 from calql_robot.agents.iql import EXP_ADV_MAX, PRESETS, IQLConfig, IQLLearner, compute_losses
 from calql_robot.errors import ConfigError
+from data.mixing import sample_mixed
 from tests.test_losses import ACT, DISCOUNT, OBS, B, make_batch, np_critics, np_mlp, np_q
+from tests.test_mixing import OFFLINE, ONLINE, filled
+from tests.test_sac import parsed
 
 FEAT = 4
 
@@ -192,3 +197,24 @@ def test_prefers_the_rewarded_action_where_cloning_would_not() -> None:
     torch.manual_seed(0)
     assert mean_action_after(IQLLearner(IQLConfig(hidden=(32, 32), expectile=0.9, temperature=0.0, lr=1e-3),
                                         AgentSpec(3, 1))) < -0.1
+
+
+# ------------------------------------------------------------------ the wsrl-iql catalog line
+def test_wsrl_iql_is_iql_with_wsrls_data_schedule() -> None:
+    """`--algo wsrl-iql`: IQL's agent and config as `--algo iql`, pre-training kept, then
+    online batches of online rows only (mixing 0) after the warm-up (a tenth of a CPU budget,
+    WSRL's 5000 env steps from 50K up); IQL's reference reward (`BASELINE_REWARDS`); explicit
+    flags win."""
+    iql, wsrl = parsed(["--algo", "iql"]), parsed(["--algo", "wsrl-iql"])
+    assert AGENTS["wsrl-iql"].learner is IQLLearner and type(agent_config(wsrl)) is IQLConfig
+    assert agent_config(wsrl) == agent_config(iql) and wsrl.loop.offline_steps == iql.loop.offline_steps > 0
+    assert wsrl.loop.mixing_ratio == 0.0 != iql.loop.mixing_ratio
+    assert wsrl.loop.warmup_env_steps == iql.loop.online_env_steps // 10 and iql.loop.warmup_env_steps == 0
+    assert parsed(["--algo", "wsrl-iql", "--loop.online-env-steps", "50000"]).loop.warmup_env_steps == WSRL_WARMUP
+    assert parsed(["--algo", "wsrl-iql", "--loop.mixing-ratio", "0.25"]).loop.mixing_ratio == 0.25
+    for argv, visual in (([], False), (["--task", "antmaze-umaze"], False), (["--task", "door"], False), ([], True)):
+        assert parsed([*argv, "--algo", "wsrl-iql"], visual).reward == parsed([*argv, "--algo", "iql"], visual).reward
+    assert parsed(["--task", "antmaze-umaze", "--algo", "wsrl-iql"]).reward.bias == -1.0  # IQL's r - 1
+    batch = sample_mixed(filled(50, OFFLINE), filled(20, ONLINE), 64, wsrl.loop.mixing_ratio,
+                         np.random.default_rng(0))
+    assert batch["n_offline"] == 0 and np.all(batch["observations"]["state"][:, 1] == ONLINE)

@@ -4,7 +4,8 @@ any method, and the helpers every agent shares.
 The loop never asks which class it holds (d3rlpy's agents declare `need_returns_to_go`;
 rlpd's `agents/agent.py` is the small shared base): an agent says whether it learns
 online and whether its online rows need Monte-Carlo returns, and it is driven only through
-`update`, `act`, `set_online` and its state dict. `apply_losses` is the one place where
+`update`, `act`, `set_online` and its state dict (and `prepare`, for an agent that has
+work to do on the offline data before its first update). `apply_losses` is the one place where
 gradients are taken and optimizers stepped, so a precision or compile option added later
 reaches every agent at once.
 """
@@ -80,6 +81,26 @@ class Agent(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; the config's learning rates win over the saved ones."""
+
+
+class BatchSource(Protocol):
+    """Where an agent may draw offline batches from (`data.replay.EpisodeReplayBuffer`)."""
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """Uniform batch with replacement (the keys of `EpisodeReplayBuffer.sample`)."""
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    """An agent with work to do on the offline data before its first update (optional; the
+    loop asks `isinstance(agent, Preparing)`): Cal-QL's learned reference value is fitted
+    here (`agents/reference.py`, the paper's Appendix G). The loop calls `prepare` at the
+    start of every run, a resumed or forked one too; the agent keeps in its state dict
+    whether the work is done, and then does nothing and draws nothing from `rng`."""
+
+    def prepare(self, offline: BatchSource, batch_size: int, rng: np.random.Generator) -> dict[str, float]:
+        """Do the work once (batches of `batch_size` drawn with the loop's `rng`); return
+        its metrics, logged in one row (empty when there was nothing to do)."""
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -94,6 +94,16 @@ class CalQLConfig:
     """Bound policy-action Q-values below by the MC return (Cal-QL); False is exactly CQL."""
     calibrate_online: bool = True
     """Keep the bound during fine-tuning (official); False is CORL's choice (bound off, G=0 stored)."""
+    reference: Literal["mc", "learned"] = "mc"
+    """The bound's reference value: 'mc', the Monte-Carlo return G(s, a) of the data row (the
+    paper's runs); 'learned', a network Q_mu(s, a) regressed on the offline data's G before
+    pre-training and read at each offline row's data action (Appendix G; online rows keep
+    their G; `calql_robot/agents/reference.py` says why)."""
+    reference_steps: int = 5000
+    """With reference 'learned': Adam steps of the regression, on batches of --loop.batch-size
+    (Appendix G gives none; the tests' smooth returns are fitted in far fewer)."""
+    reference_lr: float = 3e-4
+    """With reference 'learned': Adam learning rate of the regression (the critics' default)."""
     bc_online: bool = True
     """Keep the behaviour-cloning terms (`td3bc_alpha`'s actor objective, `bc_encoder_weight`'s
     encoder loss) during fine-tuning; False drops both at the switch. With
@@ -138,9 +148,21 @@ class CalQLConfig:
         if self.td3bc_alpha is not None and not self.td3bc_alpha > 0:
             raise ConfigError(f"{flag('td3bc_alpha', 'learner')} must be > 0 (or None for Cal-QL's own actor "
                               f"loss), got {self.td3bc_alpha!r}")
+        self._validate_reference()
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{flag('cql_clip_min', 'learner')} {self.cql_clip_min} > "
                               f"{flag('cql_clip_max', 'learner')} {self.cql_clip_max}")
+
+    def _validate_reference(self) -> None:
+        if self.reference not in ("mc", "learned"):
+            raise ConfigError(f"{flag('reference', 'learner')} must be mc or learned, got {self.reference!r}")
+        if self.reference == "learned" and not self.calql_bound:
+            raise ConfigError(f"{flag('reference', 'learner')} learned needs the Cal-QL bound: with "
+                              f"--learner.no-calql-bound (CQL) nothing reads a reference value")
+        if self.reference_steps < 1 or not self.reference_lr > 0:
+            raise ConfigError(f"{flag('reference_steps', 'learner')} must be >= 1 and "
+                              f"{flag('reference_lr', 'learner')} > 0, got {self.reference_steps!r} and "
+                              f"{self.reference_lr!r}")
 
 
 # ---------------------------------------------------------------- presets, per domain
@@ -299,7 +321,8 @@ def calql_bound(q_pi: torch.Tensor, mc_returns: torch.Tensor,
     """THE Cal-QL change to CQL: `Q(s, a_pi) <- max(Q(s, a_pi), G(s, a))`.
 
     q_pi: (E, n, B) values of policy actions at s; mc_returns: (B,) the Monte-Carlo
-    return-to-go of the data transition. Returns the bounded values and the fraction that
+    return-to-go of the data transition (or, with `--learner.reference learned`, the
+    learned Q_mu(s, a) that stands for it, Appendix G: `reference_values`). Returns the bounded values and the fraction that
     lay below the bound before bounding (the "bound rate" the paper logs).
     policy_mask: (n, B) bool, for the discrete gripper: only the columns that are the
     policy's action (g = g*) are bounded and counted; the other gripper value is an
@@ -414,10 +437,14 @@ def encode(batch: dict, nets: Nets, cfg: CalQLConfig, augment: nn.Module | None)
     feat = nets.encoder(obs)  # critic gradient trains the encoder
     with torch.no_grad():
         feat_next = nets.encoder(next_obs)
-    actions = batch["actions"].clamp(-cfg.action_clip, cfg.action_clip)
-    if cfg.discrete_gripper:
-        actions = gripper.snap(actions)
-    return Features(feat, feat_next, actions)
+    return Features(feat, feat_next, data_actions(batch["actions"], cfg))
+
+
+def data_actions(actions: torch.Tensor, cfg: CalQLConfig) -> torch.Tensor:
+    """Data actions as the critics read them: clipped to +-action_clip, the gripper snapped
+    to +-1 when discrete (the learned reference reads the same)."""
+    actions = actions.clamp(-cfg.action_clip, cfg.action_clip)
+    return gripper.snap(actions) if cfg.discrete_gripper else actions
 
 
 def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Tensor, discrete: bool,
@@ -506,11 +533,11 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
     mask_cur = gripper.greedy_mask(q_cur) if cfg.discrete_gripper else None
     mask_nxt = gripper.greedy_mask(q_nxt) if cfg.discrete_gripper else None
     bound_rate = torch.zeros((), device=q_all.device)
-    below_rows = policy_below_rows(q_cur, q_nxt, batch["mc_returns"], mask_cur, mask_nxt)
+    reference = reference_values(batch)
+    below_rows = policy_below_rows(q_cur, q_nxt, reference, mask_cur, mask_nxt)
     if settings.bound:
-        mc = batch["mc_returns"]
-        q_cur, below_cur = calql_bound(q_cur, mc, mask_cur)
-        q_nxt, below_nxt = calql_bound(q_nxt, mc, mask_nxt)
+        q_cur, below_cur = calql_bound(q_cur, reference, mask_cur)
+        q_nxt, below_nxt = calql_bound(q_nxt, reference, mask_nxt)
         bound_rate = 0.5 * (below_cur + below_nxt)
     diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, sets.logp_cur, sets.logp_nxt, f.actions.shape[1],
                                cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
@@ -532,6 +559,13 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
         metrics["gripper_open_cur"] = mask_cur[m // 2:].float().mean()
         metrics["gripper_open_data"] = (f.actions[:, -1] > 0).float().mean()
     return losses, metrics, below_rows
+
+
+def reference_values(batch: dict) -> torch.Tensor:
+    """(B,) the bound's reference value per row: `batch["reference"]` where the learner put
+    one (`--learner.reference learned`, Appendix G: Q_mu(s, a) on offline rows), else the
+    Monte-Carlo return G (the paper's runs). The bound rate counts against the same values."""
+    return batch["reference"] if "reference" in batch else batch["mc_returns"]
 
 
 def bellman_only(f: Features, y: torch.Tensor, batch: dict, nets: Nets

@@ -9,6 +9,11 @@ With `bc_encoder_weight > 0` an auxiliary behaviour-cloning loss trains the enco
 the critic loss (the actor still reads detached features); the visual cpu preset uses it,
 since the critic's gradient alone left the actor without the cube's position (RESULTS.md,
 session 5).
+
+With `--learner.reference learned` the learner also owns Q_mu, the bound's learned reference
+value (Appendix G; `agents/reference.py`): fitted once in `prepare`, which the loop calls
+before the first update, frozen after, kept in the state dict with a flag that it is fitted
+(a resumed run, and a run forked from this one's switch.pt, do not fit it again).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import torch
 from torch import nn
 
 from calql_robot.agents import gripper
-from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
-                                     load_optimizers, obs_to_tensor)
-from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, policy_values
+from calql_robot.agents.base import (AgentSpec, Batch, BatchSource, apply_losses, batch_to_torch, check_batch,
+                                     forward_precision, load_optimizers, obs_to_tensor)
+from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, data_actions, policy_values
+from calql_robot.agents.reference import ReferenceQ, bound_reference, fit_reference
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
 BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "mc_returns")
@@ -60,6 +66,10 @@ class CalQLLearner:
         self.log_alpha = torch.zeros((), device=self.device, requires_grad=True)
         self.log_alpha_prime = torch.ones((), device=self.device, requires_grad=True)
         self.optimizers = self._make_optimizers()
+        # built last, so the actor's and critics' initial weights do not depend on the option
+        self.reference = (ReferenceQ(copy.deepcopy(self.encoder), feature_dim, action_dim, cfg.critic_hidden)
+                          .to(self.device).requires_grad_(False) if cfg.reference == "learned" else None)
+        self.reference_fitted = False
 
     def _make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Adam per loss. One Adam over the stacked ensemble equals one Adam per critic:
@@ -99,9 +109,40 @@ class CalQLLearner:
     def needs_returns(self) -> bool:
         """The bound reads the MC return: online episodes are stored with theirs only
         while it is on (off online with `--learner.no-calibrate-online`: G = 0, CORL; and
-        in a phase without a CQL term, where nothing reads them)."""
+        in a phase without a CQL term, where nothing reads them). The same with
+        `--learner.reference learned`: online rows are bounded by their own G
+        (`agents/reference.py`)."""
         settings = self.settings()
         return settings.bound and settings.conservative
+
+    def prepare(self, offline: BatchSource, batch_size: int, rng: np.random.Generator) -> dict[str, float]:
+        """Fit the learned reference Q_mu on the offline rows' Monte-Carlo returns (Appendix
+        G), once; nothing to do with `--learner.reference mc` or when it is fitted already
+        (a resumed run). Returns the fit's metrics, `reference/*`."""
+        if self.reference is None or self.reference_fitted:
+            return {}
+        cfg = self.cfg
+        self.reference.requires_grad_(True)
+        metrics = fit_reference(self.reference, offline, cfg.reference_steps, cfg.reference_lr, batch_size, rng,
+                                self.device, functools.partial(data_actions, cfg=cfg))
+        self.reference.requires_grad_(False)
+        self.reference_fitted = True
+        return {f"reference/{k}": v for k, v in metrics.items()}
+
+    def _with_reference(self, batch: dict, settings: UpdateSettings) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The batch with the bound's learned reference values, `batch["reference"]`, when the
+        bound reads them in this phase (and the metric `reference_minus_g`: Q_mu - G over
+        the batch's offline rows)."""
+        if self.reference is None or not (settings.bound and settings.conservative):
+            return batch, {}
+        if not self.reference_fitted:
+            raise RuntimeError("--learner.reference learned: Q_mu is not fitted; call prepare(offline buffer, "
+                               "batch_size, rng) before the first update (the loop does)")
+        values, offline = bound_reference(self.reference, batch, data_actions(batch["actions"], self.cfg))
+        metrics = {}
+        if bool(offline.any()):
+            metrics["reference_minus_g"] = (values - batch["mc_returns"])[offline].mean()
+        return {**batch, "reference": values}, metrics
 
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic,
@@ -112,8 +153,10 @@ class CalQLLearner:
         batch = batch_to_torch(batch, self.device)
         check_batch(batch, self.action_dim, BATCH_KEYS)
         settings = self.settings()
+        batch, reference_metrics = self._with_reference(batch, settings)
         with forward_precision(self.precision, self.device):
             losses, metrics = compute_losses(batch, self.nets(), self.cfg, settings, self.augment)
+        metrics.update(reference_metrics)
         # without a CQL term alpha' has nothing to follow: its Adam moments must not move it either
         optimizers = [opt for name, opt in self.optimizers.items() if settings.conservative or name != "alpha_prime"]
         apply_losses(losses, optimizers, self.num_updates)
@@ -165,6 +208,8 @@ class CalQLLearner:
             "log_alpha_prime": self.log_alpha_prime.detach().clone(),
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "online": self.online, "num_updates": self.num_updates,
+            **({"reference": self.reference.state_dict(), "reference_fitted": self.reference_fitted}
+               if self.reference is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -178,3 +223,6 @@ class CalQLLearner:
         load_optimizers(self.optimizers, state["optimizers"], self._learning_rates())
         self.set_online(bool(state["online"]))
         self.num_updates = int(state["num_updates"])
+        if self.reference is not None and "reference" in state:  # absent: a state saved with reference mc
+            self.reference.load_state_dict(state["reference"])
+            self.reference_fitted = bool(state["reference_fitted"])

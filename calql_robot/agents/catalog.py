@@ -84,9 +84,9 @@ def _cql_sac(config: Any) -> dict[str, Any]:
 def wsrl_loop(config: Any) -> dict[str, Any]:
     """WSRL's data schedule after pre-training, for any pre-trained agent: online batches of
     online rows only (mixing 0; WSRL's `--offline_data_ratio 0`) after the warm-up. Nothing
-    is re-initialised at the switch (WSRL keeps the pre-trained networks). A `wsrl-iql` line
-    is `AgentEntry(IQLConfig, IQLLearner, "iql", ..., lambda c: {<IQL's online settings>,
-    **wsrl_loop(c)})`."""
+    is re-initialised at the switch (WSRL keeps the pre-trained networks). `wsrl-iql` is this
+    alone: IQL has no setting of its own that changes at the switch (its losses are the same
+    online), so WSRL's schedule is all that makes it differ from `iql`."""
     return {"loop.mixing_ratio": 0.0, "loop.warmup_env_steps": wsrl_warmup(config.loop.online_env_steps)}
 
 
@@ -120,6 +120,10 @@ AGENTS: dict[str, AgentEntry] = {
                          "domain's mixing ratio", _no_pretraining(None)),
     "iql": AgentEntry(IQLConfig, IQLLearner, "iql", "IQL: expectile value, advantage-weighted actor, the same "
                       "losses online (Kostrikov et al. 2022)"),
+    "wsrl-iql": AgentEntry(IQLConfig, IQLLearner, "iql",
+                           f"IQL pre-training, then IQL fine-tuning without offline rows (mixing 0) after a "
+                           f"warm-up of {WSRL_WARMUP} env steps (CPU budgets: a tenth); WSRL's data schedule",
+                           wsrl_loop),
     "awac": AgentEntry(AWACConfig, AWACLearner, "awac", "AWAC: SAC-style critic without entropy, actor weighted "
                        "by softmax(A / lambda) over the batch (Nair et al. 2020)"),
     "odt": AgentEntry(ODTConfig, ODTLearner, "odt", "online decision transformer: return-conditioned causal "
@@ -129,7 +133,8 @@ AGENTS: dict[str, AgentEntry] = {
                      "behaviour cloning, the reference line (offline only)"),
 }
 
-Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "awac", "odt", "bc"]
+Algo = Literal["calql", "cql-sac", "wsrl-calql", "sac", "sac-offline", "hybrid", "iql", "wsrl-iql", "awac", "odt",
+               "bc"]
 """The `--algo` choices, as tyro shows them; the same names as `AGENTS` (checked at import)."""
 assert set(Algo.__args__) == set(AGENTS)  # one list, checked at import
 
@@ -173,6 +178,15 @@ def agent_config(config: Any) -> Any:
     """The config of `config.algo`'s agent, read from its field of the experiment config."""
     entry = entry_of(config.algo)
     return getattr(config, entry.field)
+
+
+def reward_method(algo: str) -> str:
+    """The method whose reference reward `algo` starts from (the domains' `BASELINE_REWARDS`
+    keys): its agent's config field, so `wsrl-iql` starts from IQL's reward as `iql` does
+    (IQL's temperature reads the advantage's scale). An unknown name is returned as it is,
+    for the parser to name."""
+    entry = AGENTS.get(algo)
+    return algo if entry is None else entry.field
 
 
 def entry_of(algo: str) -> AgentEntry:

@@ -103,9 +103,10 @@ PRESETS: dict[str, Callable[[], StateExperimentConfig]] = {"default": StateExper
 """Named base configs of `train_state.py` (pick-and-place); every field stays overridable."""
 
 BASELINE_REWARDS: dict[str, RewardConfig] = {
-    algo: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0) for algo in ("iql", "awac", "odt")}
-"""The reward `--algo iql` / `--algo awac` start from on pick-and-place (both domains; the
-command line applies it, `cli.py`, and `--reward.*` still overrides it): the Cal-QL paper's
+    method: RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0) for method in ("iql", "awac", "odt")}
+"""The reward `--algo iql` / `--algo awac` / `--algo odt` (and `wsrl-iql`, `catalog.reward_method`) start
+from on pick-and-place (both domains; the command line applies it, `cli.py`, and `--reward.*`
+still overrides it): the Cal-QL paper's
 manipulation reward, +1 on success and 0 otherwise, the scale at which its authors swept
 IQL's temperature and AWAC's lambda (Appendix E.4-E.5). Both methods weight the data by
 exp(beta * A) or softmax(A / lambda), which read the advantage's scale; the 10r - 5 of the

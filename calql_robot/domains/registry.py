@@ -24,7 +24,7 @@ from calql_robot.agents.awac import AWACConfig
 from calql_robot.agents.bc import BCConfig
 from calql_robot.agents.calql import PRESETS as CALQL_PRESETS
 from calql_robot.agents.calql import CalQLConfig
-from calql_robot.agents.catalog import Algo
+from calql_robot.agents.catalog import Algo, reward_method
 from calql_robot.agents.iql import PRESETS as IQL_PRESETS
 from calql_robot.agents.iql import IQLConfig
 from calql_robot.agents.odt import PRESETS as ODT_PRESETS
@@ -94,7 +94,8 @@ BASELINE_REWARDS: dict[tuple[str, str], RewardConfig] = {
     ("antmaze", "odt"): RewardConfig(scale=1.0, bias=0.0, failure_reward=0.0),
     ("adroit", "odt"): RewardConfig(scale=1.0, bias=0.0, failure_reward=-1.0),
 }
-"""(family, --algo) -> the reward that method's reference trained on, where it is not the
+"""(family, method) -> the reward that method's reference trained on (the method of an
+`--algo`: `catalog.reward_method`, so `wsrl-iql` reads IQL's), where it is not the
 task's (Cal-QL's) reward: IQL's AntMaze r - 1 (the official `train_finetune.py` subtracts 1
 in every batch; SPEC section 7), jaxrl AWAC's raw D4RL 0/1, and on Adroit both the raw
 {-1, 0} of the AWAC data the two papers fine-tuned on (IQL's repository holds no Adroit
@@ -188,7 +189,7 @@ def preset_config(task: str, preset: str = "smoke", algo: str = "calql") -> Task
         raise ValueError(f"--preset must be 'smoke' or 'paper', got {preset!r}")
     return TaskExperimentConfig(task=task, preset=preset, learner=learner, sac=SAC_PRESETS[t.family](), loop=loop,
                                 iql=IQL_PRESETS[t.family](), awac=AWAC_PRESETS[t.family](), odt=ODT_PRESETS[t.family](),
-                                reward=dataclasses.replace(BASELINE_REWARDS.get((t.family, algo), t.reward)),
+                                reward=dataclasses.replace(BASELINE_REWARDS.get((t.family, reward_method(algo)), t.reward)),
                                 run=RunConfig(name=task),
                                 horizon=min(t.horizon, SMOKE_HORIZON) if preset == "smoke" else None)
 
