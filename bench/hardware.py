@@ -9,23 +9,12 @@ flags whether `--run.precision bf16` runs bf16 at all).
 
 from __future__ import annotations
 
-import platform
 import time
-from pathlib import Path
 
 import torch
 
 from calql_robot.precision import cpu_bf16_units, native_bf16
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from calql_robot.run.provenance import cpu_model
 
 
 def machine(device: torch.device) -> dict:

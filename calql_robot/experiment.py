@@ -33,6 +33,7 @@ from calql_robot.run.checkpoint import precheck_resume, remove_stale_temporaries
 from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTES, require_free_space, tensor_bytes
 from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
 from calql_robot.run.lock import LOCK_FILE, RunLock, refuse_if_locked
+from calql_robot.run.provenance import record_session, session_info
 from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
 from calql_robot.run.stopping import StopRequest, stop_on_signals
 from data.replay import EpisodeReplayBuffer
@@ -160,6 +161,7 @@ def _train_in(run_dir: Path, config: ExperimentConfig, loop: LoopConfig, entry: 
         precheck_resume(run_dir / "checkpoints")  # a damaged latest.pt is named before data load
     logger = RunLogger(run_dir, saved_config(config, loop), wandb_mode=run.wandb, run_name=run.name,
                        resume=run.resume)
+    record_session(run_dir, session_info(run.precision, str(device)))  # run_info.json: code and machine
     domain = entry.build(config)
     logger.add_derived(domain.record)
     probe = domain.make_env()

@@ -72,6 +72,9 @@ def test_train_state_entry_point_end_to_end(tmp_path: Path) -> None:
     assert summary["offline_updates"] == 40
     assert summary["online_updates"] == summary["env_steps"] >= 80  # utd 1
     assert 0.0 <= summary["cumulative_regret"] <= 1.0
+    sessions = json.loads((run_dir / "run_info.json").read_text())["sessions"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert len(sessions) == 1 and sessions[0]["git_commit"] == (head or None) and sessions[0]["cpu"]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["loop"]["offline_steps"] == 40
     state = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
@@ -120,6 +123,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch
     summary_b = run(resumed)
 
     assert_same_runs(tmp_path / "a", tmp_path / "b", summary_a, summary_b)
+    sessions = json.loads((tmp_path / "b" / "run_info.json").read_text())["sessions"]
+    assert len(sessions) == 2, "a resume appends its own entry to run_info.json"
 
 
 def assert_same_runs(dir_a: Path, dir_b: Path, summary_a: dict, summary_b: dict) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from calql_robot.run.diskspace import require_free_space
+from calql_robot.run.provenance import provenance
 from calql_robot.errors import ConfigError, DatasetError, is_no_space, no_space
 from data.episodes_hdf5 import DatasetFormatError, validate, write_episodes
 
@@ -158,20 +158,6 @@ def env_config(image_size: int) -> dict[str, Any]:
         }, default=float))
     finally:
         env.close()
-
-
-def provenance() -> dict[str, Any]:
-    """Git commit of the code that collected the data (None outside a git checkout)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sim", "data",
-                                "calql_robot"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip() != ""
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_dirty": None}
-    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def _collect(cfg: PickPlaceDataConfig, tasks: list[tuple[int, int]], episodes_per_task: int) -> list[dict]:

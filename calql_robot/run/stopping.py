@@ -67,7 +67,7 @@ class StopRequest:
             _notice(f"{name}: stopping after the current update to save a checkpoint "
                     f"(press Ctrl-C again to abort at once)")
         elif signum == signal.SIGINT:
-            raise Interrupted(f"aborted by a second Ctrl-C; the run's last finished checkpoint is kept"
+            raise Interrupted("aborted by a second Ctrl-C; the run's last finished checkpoint is kept"
                               + (f"; resume: {self.resume}" if self.resume else ""), signum)
 
 
