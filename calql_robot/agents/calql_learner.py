@@ -28,7 +28,7 @@ from torch import nn
 
 from calql_robot.agents import gripper
 from calql_robot.agents.base import (AgentSpec, Batch, BatchSource, apply_losses, batch_to_torch, check_batch,
-                                     forward_precision, load_optimizers, obs_to_tensor)
+                                     forward_precision, load_optimizers, metrics_to_floats, obs_to_tensor)
 from calql_robot.agents.calql import CalQLConfig, Nets, UpdateSettings, compute_losses, data_actions, policy_values
 from calql_robot.agents.reference import ReferenceQ, bound_reference, fit_reference
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
@@ -162,9 +162,7 @@ class CalQLLearner:
         apply_losses(losses, optimizers, self.num_updates)
         self._update_target()
         self.num_updates += 1
-        names = list(metrics)
-        values = torch.stack([metrics[k].float() for k in names]).tolist()
-        return dict(zip(names, values))
+        return metrics_to_floats(metrics)
 
     @torch.no_grad()
     def _update_target(self) -> None:
@@ -174,29 +172,15 @@ class CalQLLearner:
         torch._foreach_lerp_(target, online, self.cfg.tau)
 
     # ------------------------------------------------------------------ acting
-    @torch.no_grad()
     def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """Action(s) for one observation or a batch; deterministic is tanh(mean)."""
-        tensor, single = obs_to_tensor(obs, self.device)
-        features = self.encoder(tensor)
-        policy = self.actor(features)
-        action = policy.deterministic() if deterministic else policy.sample()[0]
-        if self.cfg.discrete_gripper:  # g* = argmax_g min_i Q_i(s, a_arm, g)
-            arm = action.unsqueeze(0)
-            action = gripper.greedy_actions(arm, self.critic(features, gripper.both_grippers(arm)))[0]
-        action = action.cpu().numpy()
-        return action[0] if single else action
+        return greedy_act(self.encoder, self.actor, self.critic, obs, self.device, deterministic,
+                          self.cfg.discrete_gripper)
 
-    @torch.no_grad()
     def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """min_i Q_i(s, pi(s)) at the deterministic action (at g* with the discrete gripper):
         the value the loop compares with the realised return of evaluation episodes."""
-        tensor, single = obs_to_tensor(obs, self.device)
-        features = self.encoder(tensor)
-        arm = self.actor(features).deterministic().unsqueeze(0)
-        q = policy_values(self.critic, features, arm, self.cfg.discrete_gripper)  # (E, 1, B)
-        v = q.min(dim=0).values[0].float().cpu().numpy()
-        return v[0] if single else v
+        return greedy_value(self.encoder, self.actor, self.critic, obs, self.device, self.cfg.discrete_gripper)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -226,3 +210,33 @@ class CalQLLearner:
         if self.reference is not None and "reference" in state:  # absent: a state saved with reference mc
             self.reference.load_state_dict(state["reference"])
             self.reference_fitted = bool(state["reference_fitted"])
+
+
+# ---------------------------------------------------------------- acting, shared with SAC
+@torch.no_grad()
+def greedy_act(encoder: nn.Module, actor: TanhGaussianActor, critic: CriticEnsemble,
+               obs: np.ndarray | dict[str, np.ndarray], device: torch.device, deterministic: bool,
+               discrete_gripper: bool) -> np.ndarray:
+    """A tanh-Gaussian actor's action(s) (tanh(mean) when deterministic, else a sample), with
+    g* = argmax_g min_i Q_i(s, a_arm, g) appended when the gripper is the critic's choice."""
+    tensor, single = obs_to_tensor(obs, device)
+    features = encoder(tensor)
+    policy = actor(features)
+    action = policy.deterministic() if deterministic else policy.sample()[0]
+    if discrete_gripper:
+        arm = action.unsqueeze(0)
+        action = gripper.greedy_actions(arm, critic(features, gripper.both_grippers(arm)))[0]
+    action = action.cpu().numpy()
+    return action[0] if single else action
+
+
+@torch.no_grad()
+def greedy_value(encoder: nn.Module, actor: TanhGaussianActor, critic: CriticEnsemble,
+                 obs: np.ndarray | dict[str, np.ndarray], device: torch.device, discrete_gripper: bool) -> np.ndarray:
+    """min_i Q_i(s, pi(s)) at the deterministic action (at g* with the discrete gripper), per obs."""
+    tensor, single = obs_to_tensor(obs, device)
+    features = encoder(tensor)
+    arm = actor(features).deterministic().unsqueeze(0)
+    q = policy_values(critic, features, arm, discrete_gripper)  # (E, 1, B)
+    v = q.min(dim=0).values[0].float().cpu().numpy()
+    return v[0] if single else v

@@ -49,7 +49,7 @@ from torch import nn
 
 from calql_robot.agents import weighted
 from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
-                                     load_optimizers)
+                                     load_optimizers, metrics_to_floats)
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.networks import CriticEnsemble, GaussianActor, ValueNetwork
@@ -201,8 +201,7 @@ class IQLLearner:
         apply_losses(losses, self.optimizers.values(), self.num_updates)
         weighted.polyak(self.target_critic, self.critic, self.cfg.tau)
         self.num_updates += 1
-        names = list(metrics)
-        return dict(zip(names, torch.stack([metrics[k].float() for k in names]).tolist()))
+        return metrics_to_floats(metrics)
 
     def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """The mean action, or a Gaussian sample clipped to [-1, 1] (official `sample_actions`)."""

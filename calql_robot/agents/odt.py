@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calql_robot.agents.base import (AgentSpec, Batch, Obs, apply_losses, batch_to_torch, forward_precision,
-                                     obs_to_tensor)
+                                     metrics_to_floats, obs_to_tensor)
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.precision import full_precision
@@ -389,8 +389,7 @@ class ODTLearner:
         self.num_updates += 1
         metrics.update(lr=torch.tensor(lr), window_fill=batch["mask"].mean(),
                        rtg_mean=masked_mean(batch["returns_to_go"], batch["mask"]))
-        names = list(metrics)
-        return dict(zip(names, torch.stack([metrics[k].float().cpu() for k in names]).tolist()))
+        return metrics_to_floats(metrics)
 
     # ------------------------------------------------------------ acting
     def reset(self) -> None:

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.agents import gripper
 from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
-                                     load_optimizers, obs_to_tensor)
-from calql_robot.agents.calql import policy_values
+                                     load_optimizers, metrics_to_floats)
+from calql_robot.agents.calql_learner import greedy_act, greedy_value
 from calql_robot.agents.sac import Nets, SACConfig, compute_losses
 from calql_robot.networks import CriticEnsemble, TanhGaussianActor
 
@@ -79,32 +78,16 @@ class SACLearner:
         with torch.no_grad():
             torch._foreach_lerp_(list(self.target_critic.parameters()), list(self.critic.parameters()), self.cfg.tau)
         self.num_updates += 1
-        keys = list(metrics)
-        values = torch.stack([metrics[k].float() for k in keys]).tolist()
-        return dict(zip(keys, values))
+        return metrics_to_floats(metrics)
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
         """Action(s) for one observation or a batch; deterministic is tanh(mean)."""
-        tensor, single = obs_to_tensor(obs, self.device)
-        features = self.encoder(tensor)
-        policy = self.actor(features)
-        action = policy.deterministic() if deterministic else policy.sample()[0]
-        if self.cfg.discrete_gripper:  # g* = argmax_g min_i Q_i(s, a_arm, g)
-            arm = action.unsqueeze(0)
-            action = gripper.greedy_actions(arm, self.critic(features, gripper.both_grippers(arm)))[0]
-        action = action.cpu().numpy()
-        return action[0] if single else action
+        return greedy_act(self.encoder, self.actor, self.critic, obs, self.device, deterministic,
+                          self.cfg.discrete_gripper)
 
-    @torch.no_grad()
     def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """min_i Q_i(s, pi(s)) at the deterministic action, for the loop's calibration log."""
-        tensor, single = obs_to_tensor(obs, self.device)
-        features = self.encoder(tensor)
-        arm = self.actor(features).deterministic().unsqueeze(0)
-        q = policy_values(self.critic, features, arm, self.cfg.discrete_gripper)
-        v = q.min(dim=0).values[0].float().cpu().numpy()
-        return v[0] if single else v
+        return greedy_value(self.encoder, self.actor, self.critic, obs, self.device, self.cfg.discrete_gripper)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything `load_state_dict` needs; tensors and plain values only."""
