@@ -18,14 +18,7 @@ from tests.test_losses import ACT, DISCOUNT, OBS, B, make_batch, np_critics, np_
 K = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These nets are tiny: with two OpenMP threads on a busy 2-core machine the threads
-    wait on each other (measured 60x slower); one thread, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets (conftest.py)
 
 
 def make_learner(cfg: AWACConfig, encoder: nn.Module | None = None, seed: int = 0) -> AWACLearner:

@@ -28,12 +28,7 @@ OBS, ACT, K = 3, 2, 4
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets (conftest.py)
 
 
 def tiny_cfg(**kw) -> ODTConfig:

@@ -28,13 +28,7 @@ from tests.test_sac import parsed
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny nets: one torch thread (two wait on each other on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny nets (conftest.py)
 
 
 # ------------------------------------------------------------------ a small offline dataset
