@@ -1,0 +1,141 @@
+"""Running a sweep's cells on Ray: a local instance by default, a cluster by address.
+
+Why Ray: a grid of 5-30 minute runs needs a scheduler that packs cells onto cores (and
+GPUs) and, where one machine is not enough, spreads them over several; Ray does both with
+the same code (`ray.init(num_cpus=N)` here, `ray.init(address=...)` on a cluster), so the
+project writes no scheduler of its own.
+
+Each cell is one Ray task that runs the entry point as a child process (`python
+train_*.py ...`), reserving `cpus_per_cell` CPUs (the run's torch threads: cells never
+oversubscribe the cores) and `gpus_per_cell` GPUs. A fractional GPU share is a scheduling
+hint to Ray, not memory isolation: two cells on one GPU share its memory. The child is
+asked to receive SIGTERM when the task's worker dies (Linux `PR_SET_PDEATHSIG`), so a
+killed sweep leaves no orphan training: the run takes the signal as a scheduler's notice,
+writes its checkpoint and stops (`run/stopping.py`), and the re-run resumes it.
+
+On a cluster every node must see the repository and `--out` at the same paths (a shared
+filesystem); the cells' commands are relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from calql_robot.sweep.grid import Cell, progress_of
+from calql_robot.sweep.record import SweepRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent (the Ray worker) exits."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the child outlives a killed worker, and its run lock names it on re-run
+
+
+def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
+    """Run one cell's command to its end (the body of the Ray task). Returns the exit code,
+    the last line of its output (the entry point's one-line error when it fails) and wall."""
+    start = time.time()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ python {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    lines = [line for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return {"returncode": proc.returncode, "last_line": lines[-1] if lines else "", "wall_s": time.time() - start}
+
+
+def format_progress(cell: Cell, now: dict[str, Any]) -> str:
+    """One progress line: algo, task, seed, phase, step of total, last success, ETA."""
+    done = now["step"] / now["total"] if now["total"] else 0.0
+    eta = now["wall_s"] * (1 - done) / done if done > 0 else None
+    success = "-" if now["success"] is None else f"{now['success']:.2f}"
+    eta_text = "?" if eta is None else f"{eta / 60:.0f} min"
+    return (f"  {cell.algo:<12} {cell.task:<18} seed {cell.seed:<3} {now['phase']:<7} step {now['step']}/{now['total']}"
+            f"  success {success}  ETA {eta_text}")
+
+
+def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, num_cpus: int | None,
+              cpus_per_cell: int, gpus_per_cell: float, poll_s: float) -> dict[str, int]:
+    """Run every unfinished cell to its end; return the final counts of cell states.
+    Finished cells (their run wrote summary.json) are skipped; started ones resume; a
+    failing cell is recorded with its one-line error and the others go on."""
+    import ray  # the runner's dependency only
+
+    todo = []
+    for cell in cells:
+        if cell.finished():
+            record.set(cell, "done")
+        else:
+            record.set(cell, "pending")
+            todo.append(cell)
+    record.write()
+    print(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} finished before, {len(todo)} to run", flush=True)
+    if not todo:
+        return record.counts()
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
+    refs = {}
+    for cell in todo:
+        refs[task.remote(cell.argv(), str(cell.log), cpus_per_cell)] = cell
+    last_poll = time.time()
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=poll_s)
+            for ref in ready:
+                cell = refs.pop(ref)
+                _finish(cell, ref, record, ray)
+            for cell in refs.values():
+                if cell.started() and record.data["cells"][cell.key]["state"] == "pending":
+                    record.set(cell, "running")
+            record.write()
+            if time.time() - last_poll >= poll_s or not ready:
+                last_poll = time.time()
+                _print_progress(list(refs.values()), record)
+    finally:
+        ray.shutdown()
+    return record.counts()
+
+
+def _finish(cell: Cell, ref: Any, record: SweepRecord, ray: Any) -> None:
+    try:
+        result = ray.get(ref)
+    except Exception as err:  # the worker died (out of memory, node lost): the cell failed, the sweep goes on
+        line = str(err).strip().splitlines()
+        record.set(cell, "failed", error=line[-1] if line else type(err).__name__)
+        print(f"FAILED {cell.key}: {record.data['cells'][cell.key]['error']}", flush=True)
+        return
+    if result["returncode"] == 0 and cell.finished():
+        record.set(cell, "done", wall_s=round(result["wall_s"], 1))
+        print(f"done   {cell.key} ({result['wall_s'] / 60:.1f} min)", flush=True)
+    else:
+        record.set(cell, "failed", error=result["last_line"], returncode=result["returncode"])
+        print(f"FAILED {cell.key}: {result['last_line']} (log: {cell.log})", flush=True)
+
+
+def _print_progress(cells: list[Cell], record: SweepRecord) -> None:
+    counts = record.counts()
+    print(f"sweep: {counts['done']} done, {counts['running']} running, {counts['pending']} pending, "
+          f"{counts['failed']} failed", flush=True)
+    for cell in cells:
+        if cell.started() and not cell.finished():
+            try:
+                print(format_progress(cell, progress_of(cell)), flush=True)
+            except (OSError, ValueError, KeyError):
+                continue  # a run directory caught mid-write: the next poll reads it
