@@ -27,6 +27,7 @@ FLOORS: dict[str, int] = {
     "calql_robot.rollouts": 3, "calql_robot.analysis": 3, "calql_robot.domains": 3,
     "calql_robot.loop": 4, "calql_robot.dataset_info": 4,
     "calql_robot.experiment": 5, "calql_robot.policy_io": 5, "calql_robot.cli": 5,
+    "calql_robot.sweep": 4,
 }
 """docs/ARCHITECTURE.md's floors, by module or folder (the longest prefix wins)."""
 
@@ -117,6 +118,21 @@ def test_loop_and_experiment_import_no_concrete_agent() -> None:
     g = graph()
     for src in ("calql_robot.loop", "calql_robot.experiment"):
         assert not [t for t in g[src] if t.startswith(CONCRETE_AGENTS)], (src, sorted(g[src]))
+
+
+def test_only_the_sweep_runner_imports_ray() -> None:
+    """Ray is the runner's dependency: everything else (training, analysis, the grid)
+    imports without it."""
+    users = []
+    for path in ROOT.rglob("*.py"):
+        if ".git" in path.parts or "tests" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                users.append(str(path.relative_to(ROOT)))
+    assert sorted(set(users)) == ["calql_robot/sweep/runner.py"]
 
 
 def test_no_import_is_deferred_to_dodge_a_circle() -> None:

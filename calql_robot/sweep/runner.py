@@ -63,7 +63,7 @@ def format_progress(cell: Cell, now: dict[str, Any]) -> str:
     done = now["step"] / now["total"] if now["total"] else 0.0
     eta = now["wall_s"] * (1 - done) / done if done > 0 else None
     success = "-" if now["success"] is None else f"{now['success']:.2f}"
-    eta_text = "?" if eta is None else f"{eta / 60:.0f} min"
+    eta_text = "?" if eta is None else f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
     return (f"  {cell.algo:<12} {cell.task:<18} seed {cell.seed:<3} {now['phase']:<7} step {now['step']}/{now['total']}"
             f"  success {success}  ETA {eta_text}")
 

@@ -1,0 +1,54 @@
+"""`python -m calql_robot.analysis DIR [DIR ...] [--out OUT]`: pool finished runs over seeds.
+
+DIR is a sweep's directory (`sweep.py --out`), any folder holding run directories, or run
+directories themselves; runs are grouped by task and method from their own config.json.
+Writes into OUT (default: DIR/analysis for one DIR): `table.md` and `table.csv` (pre-trained
+success, fine-tuned success, dip and regret, mean ± 95% interval over seeds, with the number
+of runs) and one figure per task, `<task>.png` (success with 95% bands and the switch, the
+first online steps, cumulative regret, calibration). Prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from calql_robot.analysis.seeds import csv_table, find_runs, group_runs, markdown_table, summary_rows, task_figure
+from calql_robot.errors import ConfigError, cli_main
+from calql_robot.run.atomic import replacing
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m calql_robot.analysis", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default DIR/analysis for one DIR)")
+    parser.add_argument("--early-fraction", type=float, default=0.2,
+                        help="the dip's window: this fraction of each run's online env steps (default 0.2)")
+    args = parser.parse_args(argv)
+    if not 0 < args.early_fraction <= 1:
+        raise ConfigError(f"--early-fraction must be in (0, 1], got {args.early_fraction}")
+    if args.out is None:
+        if len(args.dirs) != 1:
+            raise ConfigError("--out is needed with more than one DIR")
+        args.out = args.dirs[0] / "analysis"
+    runs = find_runs(args.dirs)
+    if not runs:
+        raise ConfigError(f"{' '.join(map(str, args.dirs))}: no finished run directory (config.json and "
+                          f"summary.json) found")
+    groups = group_runs(runs, args.early_fraction)
+    rows = summary_rows(groups)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows))):
+        with replacing(args.out / name) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    for task, methods in groups.items():
+        fig = task_figure(task, methods, args.early_fraction)
+        with replacing(args.out / f"{task}.png", ".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    print(markdown_table(rows), end="")
+    print(f"{len(runs)} runs; wrote {args.out}/table.md, table.csv and {len(groups)} figure(s)")
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,219 @@
+"""Pooling runs over seeds: which runs belong together, their curves with 95% intervals,
+the table of pre-trained success, fine-tuned success, dip and regret, and the figures.
+
+A user's question is comparative (does calibrated pre-training fine-tune better than the
+alternatives, on my task?), and its unit is the seed: evaluation episodes within a run are
+not independent draws of the method's performance, so every interval here is a Student-t
+95% interval over runs (`outcomes.mean_interval`), with the number of runs beside it.
+
+Runs are grouped by what their own `config.json` says, so any set of run directories works,
+not only a sweep's: the task (`task` for registry tasks, else the pick-and-place domain) and
+the method (`--algo`; `cql` / `wsrl-cql` where Cal-QL's bound is off, as `sweep.py` names
+them). Definitions (`outcomes.py`): the dip is the lowest evaluation success within the
+first `early_fraction` of online env steps minus the success at the switch (0 when it never
+falls below it); regret is CORL's cumulative regret, the mean over online training episodes
+of (1 - success).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calql_robot.analysis.outcomes import RunOutcome, mean_interval, read_outcome
+from calql_robot.errors import ConfigError
+from calql_robot.run.runlog import CONFIG_FILE, read_metrics
+
+SUMMARY_FILE = "summary.json"
+TASK_NAMES = {"pickplace_state": "pickplace-state", "pickplace_visual": "pickplace-visual"}
+BOUND_OFF_NAMES = {"calql": "cql", "wsrl-calql": "wsrl-cql"}
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every finished run directory (config.json and summary.json) at or under `paths`, sorted."""
+    found: set[Path] = set()
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{path}: no such file or directory")
+        if (path / SUMMARY_FILE).is_file() and (path / CONFIG_FILE).is_file():
+            found.add(path)
+        found.update(p.parent for p in path.rglob(SUMMARY_FILE) if (p.parent / CONFIG_FILE).is_file())
+    return sorted(found)
+
+
+def labels_of(run_dir: Path) -> tuple[str, str]:
+    """(task, method) of a run, from its config.json."""
+    config = json.loads((Path(run_dir) / CONFIG_FILE).read_text(encoding="utf-8"))
+    task = config.get("task") or TASK_NAMES.get(config.get("domain", ""), config.get("domain", "?"))
+    algo = config.get("algo", "calql")
+    if algo in BOUND_OFF_NAMES and not config.get("learner", {}).get("calql_bound", True):
+        algo = BOUND_OFF_NAMES[algo]
+    return str(task), str(algo)
+
+
+def group_runs(run_dirs: list[Path], early_fraction: float = 0.2) -> dict[str, dict[str, list[RunOutcome]]]:
+    """task -> method -> outcomes, methods in first-seen order."""
+    groups: dict[str, dict[str, list[RunOutcome]]] = defaultdict(dict)
+    for run in run_dirs:
+        task, algo = labels_of(run)
+        groups[task].setdefault(algo, []).append(read_outcome(run, early_fraction=early_fraction))
+    return dict(groups)
+
+
+@dataclass
+class Stat:
+    """A mean with its 95% interval half-width over `n` runs (nan when it has none)."""
+
+    mean: float
+    half: float
+    n: int
+
+    @classmethod
+    def of(cls, values: list[float | None]) -> Stat:
+        kept = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+        mean, half = mean_interval(kept)
+        return cls(mean, half, len(kept))
+
+    def text(self, digits: int = 2) -> str:
+        if math.isnan(self.mean):
+            return "-"
+        return f"{self.mean:.{digits}f}" + ("" if math.isnan(self.half) else f" ± {self.half:.{digits}f}")
+
+
+def summary_rows(groups: dict[str, dict[str, list[RunOutcome]]]) -> list[dict]:
+    """One row per (task, method): runs, pre-trained success, fine-tuned success, dip and
+    regret, each a `Stat` over runs. A method without an online phase (behaviour cloning)
+    has no fine-tuned success, dip or regret."""
+    rows = []
+    for task, methods in groups.items():
+        for algo, runs in methods.items():
+            online = [o for o in runs if any(step > o.switch_step for step, _ in o.evals)]
+            rows.append({"task": task, "method": algo, "runs": len(runs),
+                         "pretrained": Stat.of([o.offline_success for o in runs]),
+                         "finetuned": Stat.of([o.final_success for o in online]),
+                         "dip": Stat.of([o.dip for o in online]),
+                         "regret": Stat.of([o.regret for o in online])})
+    return rows
+
+
+COLUMNS = ("pretrained", "finetuned", "dip", "regret")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The table as Markdown: mean ± 95% interval over runs."""
+    head = ["task", "method", "runs", "pre-trained success", "fine-tuned success", "dip", "regret"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        lines.append("| " + " | ".join([row["task"], row["method"], str(row["runs"]),
+                                          *(row[c].text() for c in COLUMNS)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict]) -> str:
+    """The table as CSV: each quantity's mean, interval half-width and number of runs."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["task", "method", "runs", *(f"{c}_{s}" for c in COLUMNS for s in ("mean", "ci95", "n"))])
+    for row in rows:
+        cells = []
+        for c in COLUMNS:
+            stat = row[c]
+            cells += ["" if math.isnan(stat.mean) else f"{stat.mean:.6g}",
+                      "" if math.isnan(stat.half) else f"{stat.half:.6g}", stat.n]
+        writer.writerow([row["task"], row["method"], row["runs"], *cells])
+    return out.getvalue()
+
+
+def pooled_curve(curves: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps, mean, 95% half-width) over runs at the steps every run evaluated (runs of one
+    config share the evaluation schedule; a step some run lacks is left out, not guessed)."""
+    common = sorted(set.intersection(*(set(step for step, _ in c) for c in curves))) if curves else []
+    by_run = [dict(c) for c in curves]
+    stats = [mean_interval([r[step] for r in by_run]) for step in common]
+    mean = np.array([s[0] for s in stats], dtype=float)
+    half = np.nan_to_num(np.array([s[1] for s in stats], dtype=float))
+    return np.array(common, dtype=float), mean, half
+
+
+def keyed_curve(runs: list[RunOutcome], key: str, online_only: bool = False) -> list[list[tuple[int, float]]]:
+    """Each run's (step, value) series of a metrics key; `online_only` keeps steps after the
+    switch, counted in online env steps since it."""
+    curves = []
+    for o in runs:
+        rows = read_metrics(Path(o.run_dir) / "metrics.jsonl")
+        points = [(int(r["step"]), float(r[key])) for r in rows if key in r and r[key] is not None]
+        if online_only:
+            points = [(step - o.switch_step, v) for step, v in points if step > o.switch_step]
+        if points:
+            curves.append(list(dict(points).items()))  # a resumed run's repeated step keeps its last row
+    return curves
+
+
+def task_figure(task: str, methods: dict[str, list[RunOutcome]], early_fraction: float = 0.2):
+    """Four panels for one task: success over the whole run (mean and 95% band over seeds,
+    the switch dashed); a zoom on the first online env steps, where unlearning shows (paper
+    Fig. 2 / 8); cumulative regret over online env steps; and calibration, the critic's
+    Q(s0, pi(s0)) (solid) against the discounted return the evaluation episodes realised
+    (dotted), means over seeds (paper Fig. 6). Q-values of IQL, AWAC and ODT are in their
+    own reward units, not Cal-QL's (their +1/0 reward)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12.0, 8.0), layout="constrained")
+    (whole, early), (regret, calib) = fig.subplots(2, 2)
+    colours = colormaps["tab20"].colors[::2] + colormaps["tab20"].colors[1::2]
+    horizon, zoom = 0, 0.0
+    for i, (algo, runs) in enumerate(methods.items()):
+        colour = colours[i % len(colours)]
+        n = len(runs)
+        steps, mean, half = pooled_curve([o.evals for o in runs])
+        whole.plot(steps, mean, color=colour, marker="o", markersize=2.5, linewidth=1.6, label=f"{algo} ({n})")
+        whole.fill_between(steps, mean - half, mean + half, color=colour, alpha=0.12)
+        switch = runs[0].switch_step
+        if switch:
+            whole.axvline(switch, color=colour, linestyle="--", linewidth=0.8, alpha=0.5)
+        online = [[(step - o.switch_step, s) for step, s in o.evals if step >= o.switch_step] for o in runs]
+        if all(len(c) > 1 for c in online):
+            steps_o, mean_o, half_o = pooled_curve(online)
+            horizon = max(horizon, int(steps_o[-1]))
+            window = early_fraction * steps_o[-1]  # the zoom reaches the first evaluation past the dip window
+            zoom = max(zoom, next((float(s) for s in steps_o if s > window), float(steps_o[-1])))
+            early.plot(steps_o, mean_o, color=colour, marker="o", markersize=3, linewidth=1.6, label=algo)
+            early.fill_between(steps_o, mean_o - half_o, mean_o + half_o, color=colour, alpha=0.12)
+        regrets = keyed_curve(runs, "online/cumulative_regret", online_only=True)
+        if len(regrets) == n:
+            steps_r, mean_r, half_r = pooled_curve(regrets)
+            regret.plot(steps_r, mean_r, color=colour, linewidth=1.6, label=algo)
+            regret.fill_between(steps_r, mean_r - half_r, mean_r + half_r, color=colour, alpha=0.12)
+        for key, style in (("eval/q0", "-"), ("eval/return0", ":")):
+            series = keyed_curve(runs, key)
+            if len(series) == n:
+                steps_c, mean_c, _ = pooled_curve(series)
+                calib.plot(steps_c, mean_c, color=colour, linestyle=style, linewidth=1.4,
+                           label=algo if key == "eval/q0" else None)
+    early.set_xlim(-0.02 * max(zoom, 1), max(zoom, 1) * 1.05)
+    whole.set_title("success rate (mean, 95% band over seeds; dashed: switch)", fontsize=9)
+    whole.set_xlabel("step (offline updates, then + online env steps)", fontsize=8)
+    early.set_title(f"the first online env steps (dip window: first {early_fraction:.0%})", fontsize=9)
+    early.set_xlabel("online env steps since the switch", fontsize=8)
+    early.axvline(early_fraction * horizon, color="gray", linestyle=":", linewidth=1.0)
+    regret.set_title("cumulative regret (mean over online episodes of 1 - success)", fontsize=9)
+    regret.set_xlabel("online env steps since the switch", fontsize=8)
+    calib.set_title("Q(s0, pi(s0)) solid, realised discounted return dotted (means over seeds)", fontsize=9)
+    calib.set_xlabel("step", fontsize=8)
+    for ax in (whole, early):
+        ax.set_ylim(-0.03, 1.03)
+    for ax in (whole, early, regret, calib):
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    whole.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"{task}: {', '.join(f'{a} ({len(r)} runs)' for a, r in methods.items())}", fontsize=9)
+    return fig

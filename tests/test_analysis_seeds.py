@@ -1,0 +1,115 @@
+"""Analysis over seeds against numbers worked by hand: runs grouped by their own config,
+the dip, regret and 95% intervals of the table, curves pooled only where every run
+evaluated, and the CLI's files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from calql_robot.analysis.seeds import find_runs, group_runs, labels_of, pooled_curve, summary_rows
+from calql_robot.run.runlog import encode_row
+
+ROOT = Path(__file__).resolve().parents[1]
+T_975_2 = 4.302652729911275  # Student-t 0.975 quantile, 2 degrees of freedom (tables)
+T_975_1 = 12.706204736174705
+
+
+def write_run(run_dir: Path, algo: str, evals: list[tuple[int, float]], regret: float | None, *, offline: int = 100,
+              online: int = 1000, bound: bool = True, domain: str = "pickplace_state") -> Path:
+    """A finished run directory as the entry points write one: config, summary, metrics."""
+    run_dir.mkdir(parents=True)
+    config = {"algo": algo, "domain": domain, "learner": {"calql_bound": bound},
+              "loop": {"offline_steps": offline, "online_env_steps": online, "eval_episodes": 20}}
+    (run_dir / "config.json").write_text(json.dumps(config))
+    at_switch = [s for step, s in evals if step == offline]
+    summary = {"offline_updates": offline, "offline_success": at_switch[0], "final_success": evals[-1][1]}
+    if regret is not None:
+        summary["cumulative_regret"] = regret
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    rows = [encode_row({"eval/success_rate": s, "eval/q0": -10.0 * s, "eval/return0": -12.0 * s}, step,
+                       "online" if step > offline else "offline", 0.0) for step, s in evals]
+    if regret is not None:
+        rows += [encode_row({"online/cumulative_regret": regret}, offline + online, "online", 0.0)]
+    (run_dir / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """Three Cal-QL seeds (evaluations at the switch, +100, +200 and +1,000 of 1,000 online
+    env steps), two CQL seeds, one behaviour-cloning run."""
+    root = tmp_path / "sweep"
+    for seed, (sw, a, b, final, regret) in enumerate([(0.6, 0.4, 0.5, 0.8, 0.3), (0.7, 0.7, 0.6, 1.0, 0.1),
+                                                      (0.5, 0.6, 0.6, 0.9, 0.5)]):
+        write_run(root / "calql" / f"seed{seed}", "calql", [(0, 0.0), (100, sw), (200, a), (300, b), (1100, final)],
+                  regret)
+    for seed, (sw, a, final) in enumerate([(0.8, 0.2, 0.6), (0.6, 0.6, 0.8)]):
+        write_run(root / "cql" / f"seed{seed}", "calql", [(100, sw), (200, a), (1100, final)], 0.4, bound=False)
+    write_run(root / "bc" / "seed0", "bc", [(0, 0.0), (100, 0.45)], None, online=0)
+    return root
+
+
+def test_runs_are_grouped_by_their_config(runs: Path) -> None:
+    found = find_runs([runs])
+    assert len(found) == 6
+    assert labels_of(runs / "cql" / "seed1") == ("pickplace-state", "cql")  # calql with the bound off
+    assert labels_of(runs / "calql" / "seed0") == ("pickplace-state", "calql")
+    write_run(runs / "w", "wsrl-calql", [(100, 0.5)], None, bound=False, domain="pickplace_visual")
+    assert labels_of(runs / "w") == ("pickplace-visual", "wsrl-cql")
+
+
+def test_table_matches_the_hand_worked_numbers(runs: Path) -> None:
+    rows = {r["method"]: r for r in summary_rows(group_runs(find_runs([runs])))}
+    calql = rows["calql"]
+    assert calql["runs"] == 3
+    # pre-trained 0.6, 0.7, 0.5: mean 0.6, sd 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3)
+    assert calql["pretrained"].mean == pytest.approx(0.6)
+    assert calql["pretrained"].half == pytest.approx(T_975_2 * 0.1 / math.sqrt(3), rel=1e-6)
+    # fine-tuned 0.8, 1.0, 0.9: mean 0.9, sd 0.1
+    assert calql["finetuned"].mean == pytest.approx(0.9)
+    assert calql["finetuned"].half == pytest.approx(0.248413, abs=1e-5)
+    # dip window: the first 20% of 1,000 online env steps (+100 and +200)
+    # seed 0: min(0.4, 0.5) - 0.6 = -0.2; seed 1: 0.6 - 0.7 = -0.1; seed 2: never below 0.5 -> 0
+    assert calql["dip"].mean == pytest.approx(-0.1)
+    assert calql["dip"].half == pytest.approx(T_975_2 * 0.1 / math.sqrt(3), rel=1e-6)
+    # regret 0.3, 0.1, 0.5: mean 0.3, sd 0.2
+    assert calql["regret"].mean == pytest.approx(0.3)
+    assert calql["regret"].half == pytest.approx(T_975_2 * 0.2 / math.sqrt(3), rel=1e-6)
+    cql = rows["cql"]
+    # two seeds: dips 0.2 - 0.8 = -0.6 and 0; mean -0.3, sd 0.3 * sqrt(2), half t(0.975, 1) * sd / sqrt(2)
+    assert cql["dip"].mean == pytest.approx(-0.3)
+    assert cql["dip"].half == pytest.approx(T_975_1 * 0.3, rel=1e-6)
+    assert cql["finetuned"].mean == pytest.approx(0.7)
+    bc = rows["bc"]  # no online phase: pre-trained success only
+    assert bc["pretrained"].mean == pytest.approx(0.45) and math.isnan(bc["pretrained"].half)
+    assert bc["finetuned"].n == bc["dip"].n == bc["regret"].n == 0
+
+
+def test_curves_pool_only_steps_every_run_evaluated() -> None:
+    steps, mean, half = pooled_curve([[(0, 0.2), (10, 0.4), (20, 0.6)], [(0, 0.4), (20, 0.8)]])
+    assert steps.tolist() == [0, 20]
+    assert mean.tolist() == pytest.approx([0.3, 0.7])
+    assert half.tolist() == pytest.approx([T_975_1 * 0.1, T_975_1 * 0.1])
+
+
+def test_cli_writes_table_csv_and_one_figure_per_task(runs: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "calql_robot.analysis", str(runs)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| pickplace-state | calql | 3 | 0.60 ± 0.25 | 0.90 ± 0.25 | -0.10 ± 0.25 | 0.30 ± 0.50 |" in proc.stdout
+    table = {r["method"]: r for r in csv.DictReader((runs / "analysis" / "table.csv").open())}
+    assert float(table["calql"]["regret_ci95"]) == pytest.approx(T_975_2 * 0.2 / math.sqrt(3), rel=1e-5)
+    assert table["bc"]["finetuned_mean"] == "" and table["bc"]["finetuned_n"] == "0"
+    assert (runs / "analysis" / "table.md").read_text().count("\n") == 5
+    assert (runs / "analysis" / "pickplace-state.png").stat().st_size > 10_000
+    missing = subprocess.run([sys.executable, "-m", "calql_robot.analysis", str(runs / "nowhere")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "nowhere: no such file or directory" in missing.stderr
+    assert "Traceback" not in missing.stderr

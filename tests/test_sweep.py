@@ -1,0 +1,156 @@
+"""The sweep runner: the grid and its commands, one-line errors, and a real 2-algorithm x
+1-task x 2-seed sweep of tiny runs on a local Ray instance, killed mid-way (SIGKILL of the
+driver) and re-run with the same command: finished cells are not re-run, the unfinished one
+resumes from its checkpoint, and the gathered table has all 4 cells."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from calql_robot.errors import ConfigError
+from calql_robot.run.lock import refuse_if_locked
+from calql_robot.run.runlog import read_metrics
+from calql_robot.sweep.grid import build_grid
+from calql_robot.sweep.record import SweepRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
+CELL_FLAGS = ["--data.episodes", "6", "--loop.batch-size", "32", "--loop.eval-episodes", "1",
+              "--loop.eval-every-offline", "100", "--loop.eval-every", "100", "--loop.log-every", "10",
+              "--loop.checkpoint-every", "50", "--learner.actor-hidden", "32", "32", "--learner.critic-hidden", "32",
+              "32", "--bc.hidden", "32", "32"]
+
+
+def test_grid_is_seed_major_with_each_cell_its_own_directory_and_seed(tmp_path: Path) -> None:
+    cells = build_grid(tmp_path, ["calql", "cql", "iql"], ["pickplace-state"], [3, 4], extra=["--loop.offline-steps", "7"])
+    assert [c.key for c in cells] == ["pickplace-state/calql/seed3", "pickplace-state/cql/seed3",
+                                      "pickplace-state/iql/seed3", "pickplace-state/calql/seed4",
+                                      "pickplace-state/cql/seed4", "pickplace-state/iql/seed4"]
+    cql = cells[1]
+    assert cql.command[0] == "train_state.py"
+    assert cql.command[1:4] == ("--algo", "calql", "--learner.no-calql-bound")
+    i = cql.command.index("--run.run-dir")
+    assert cql.command[i + 1] == str(tmp_path / "pickplace-state" / "cql" / "seed3")
+    assert cql.command[cql.command.index("--run.seed") + 1] == "3"
+    assert cql.command[-2:] == ("--loop.offline-steps", "7")  # the user's flags come last
+    assert cql.argv() == list(cql.command)  # not started: no --run.resume
+    visual = build_grid(tmp_path, ["bc"], ["pickplace-visual"], [0], preset="cpu")[0]
+    assert visual.command[:5] == ("train_visual.py", "--preset", "cpu", "--algo", "bc")
+    task = build_grid(tmp_path, ["iql"], ["antmaze-umaze"], [0], datasets={"antmaze-umaze": "/d/a.hdf5"})[0]
+    assert task.command[:5] == ("train_state.py", "--task", "antmaze-umaze", "--dataset", "/d/a.hdf5")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"algos": ["calq"]}, "--algos: unknown algorithm 'calq'"),
+    ({"tasks": ["antmaze-umaze"]}, "--tasks antmaze-umaze needs its data: pass --dataset antmaze-umaze=PATH"),
+    ({"tasks": ["pickplace"]}, "--tasks: unknown task 'pickplace'"),
+    ({"seeds": [0, 0]}, "--seeds repeats a value: 0 0"),
+    ({"extra": ["--run.seed", "3"]}, "extra flag --run.seed is the sweep's to set"),
+])
+def test_grid_names_what_is_wrong(tmp_path: Path, kwargs: dict, message: str) -> None:
+    args = {"algos": ["calql"], "tasks": ["pickplace-state"], "seeds": [0], **kwargs}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build_grid(tmp_path, args.pop("algos"), args.pop("tasks"), args.pop("seeds"), **args)
+
+
+def test_a_cell_made_by_another_command_is_refused(tmp_path: Path) -> None:
+    first = build_grid(tmp_path, ["calql"], ["pickplace-state"], [0], extra=["--loop.offline-steps", "7"])
+    record = SweepRecord(tmp_path, {}, ["sweep.py"])
+    record.set(first[0], "done")
+    record.write()
+    again = SweepRecord(tmp_path, {}, ["sweep.py"])
+    again.check_commands(first)  # the same command: accepted
+    assert again.data["runs_of_this_sweep"] == 2
+    other = build_grid(tmp_path, ["calql"], ["pickplace-state"], [0], extra=["--loop.offline-steps", "8"])
+    with pytest.raises(ConfigError, match="cell pickplace-state/calql/seed0 was run with another command"):
+        again.check_commands(other)
+
+
+def test_sweep_cli_errors_are_one_line(tmp_path: Path) -> None:
+    for argv, message in ((["--algos", "nope", "--out", str(tmp_path)], "--algos: unknown algorithm 'nope'"),
+                          (["--algos", "bc", "--out", str(tmp_path), "--cpus-per-cell", "0"],
+                           "--cpus-per-cell must be >= 1, got 0"),
+                          (["--algos", "bc", "--out", str(tmp_path), "--dataset", "pen"], "--dataset pen: expected")):
+        proc = subprocess.run([sys.executable, "sweep.py", *argv], cwd=ROOT, capture_output=True, text=True, env=ENV)
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2  # the error and, at most, its hint
+
+
+def _sessions(run_dir: Path) -> int:
+    return len(json.loads((run_dir / "run_info.json").read_text())["sessions"])
+
+
+def _wait_unlocked(run_dir: Path, timeout: float = 60.0) -> None:
+    """Until no live process holds the run's lock (Ray ends a killed driver's workers and
+    their children within seconds)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            refuse_if_locked(run_dir)
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+@pytest.mark.timeout(600)
+def test_a_killed_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    command = [sys.executable, "sweep.py", "--algos", "bc", "calql", "--seeds", "0", "1", "--out", str(out),
+               "--num-cpus", "2", "--poll", "1", "--", *CELL_FLAGS, "--loop.offline-steps", "400",
+               "--loop.online-env-steps", "200"]
+    bc0, calql0 = out / "pickplace-state" / "bc" / "seed0", out / "pickplace-state" / "calql" / "seed0"
+    driver = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 300
+        while not ((bc0 / "summary.json").is_file() and (calql0 / "checkpoints" / "latest.pt").is_file()):
+            assert driver.poll() is None, driver.stdout.read()
+            assert time.time() < deadline, "the first cells did not get going"
+            time.sleep(0.2)
+        assert not (calql0 / "summary.json").is_file(), "calql seed 0 finished before the kill: make it longer"
+        driver.send_signal(signal.SIGKILL)
+        killed_at = time.time()
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    _wait_unlocked(calql0)
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["cells"]["pickplace-state/calql/seed1"]["state"] in ("pending", "running")
+
+    again = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=400)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "4 cells, 1 finished before, 3 to run" in again.stdout
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["runs_of_this_sweep"] == 2
+    assert {k: v["state"] for k, v in record["cells"].items()} == {
+        f"pickplace-state/{a}/seed{s}": "done" for a in ("bc", "calql") for s in (0, 1)}
+    assert record["code"]["git_commit"] is None or len(record["code"]["git_commit"]) == 40
+    # the finished cell was not run again
+    assert _sessions(bc0) == 1
+    assert bc0.with_suffix(".log").read_text().count("$ python") == 1
+    # the unfinished one resumed from its checkpoint: rows written before the kill were kept
+    log = calql0.with_suffix(".log").read_text()
+    assert log.count("$ python") == 2 and log.splitlines()[-1] != "" and "--run.resume" in log
+    assert _sessions(calql0) == 2
+    rows = read_metrics(calql0 / "metrics.jsonl")
+    assert any(r["step"] > 0 and r["time"] < killed_at for r in rows)
+    assert max(r["step"] for r in rows) == 600
+    # the gathered table has all 4 cells
+    analysis = subprocess.run([sys.executable, "-m", "calql_robot.analysis", str(out)], cwd=ROOT, env=ENV,
+                              capture_output=True, text=True, timeout=300)
+    assert analysis.returncode == 0, analysis.stderr
+    table = list(csv.DictReader((out / "analysis" / "table.csv").open()))
+    assert {(r["method"], r["runs"]) for r in table} == {("bc", "2"), ("calql", "2")}
+    assert (out / "analysis" / "pickplace-state.png").stat().st_size > 10_000
