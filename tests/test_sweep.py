@@ -154,3 +154,11 @@ def test_a_killed_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     table = list(csv.DictReader((out / "analysis" / "table.csv").open()))
     assert {(r["method"], r["runs"]) for r in table} == {("bc", "2"), ("calql", "2")}
     assert (out / "analysis" / "pickplace-state.png").stat().st_size > 10_000
+    # archived (small files only, no path of the sweep directory left) and continued elsewhere: nothing re-runs
+    archive = tmp_path / "archive"
+    subprocess.run([sys.executable, "scripts/archive_sweep.py", str(out), str(archive)], cwd=ROOT, env=ENV,
+                   check=True, capture_output=True, timeout=120)
+    assert not list(archive.rglob("*.pt")) and str(out) not in (archive / "sweep.json").read_text()
+    moved = [*command[:command.index("--out") + 1], str(archive), *command[command.index("--out") + 2:]]
+    cont = subprocess.run(moved, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert cont.returncode == 0 and "4 cells, 4 finished before, 0 to run" in cont.stdout, cont.stdout + cont.stderr

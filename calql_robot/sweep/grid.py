@@ -25,6 +25,7 @@ from calql_robot.domains.registry import TASKS
 from calql_robot.errors import ConfigError
 from calql_robot.run.runlog import CONFIG_FILE
 
+ROOT = Path(__file__).resolve().parents[2]
 SUMMARY_FILE = "summary.json"
 PICKPLACE_TASKS = {"pickplace-state": "train_state.py", "pickplace-visual": "train_visual.py"}
 ALGO_ALIASES = {"cql": ["--algo", "calql", "--learner.no-calql-bound"],
@@ -93,13 +94,21 @@ class Cell:
         return [*self.command, "--run.resume"] if self.started() else list(self.command)
 
 
+def as_given_to_cells(path: Path) -> str:
+    """A path as a cell's command names it: relative to the repository root (where cells
+    run) when it lies inside, so records and configs name no machine's path; else absolute."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def cell_command(task: str, algo: str, seed: int, run_dir: Path, *, preset: str | None, threads: int,
                  datasets: dict[str, str], extra: list[str]) -> tuple[str, ...]:
     """The entry point's command line for one cell. The cell's flags come last but for
     `extra`, which the user may use to override anything but the run directory and seed."""
     script, flags = task_flags(task, datasets)
     preset_flags = ["--preset", preset] if preset else []
-    return (script, *preset_flags, *flags, *algo_flags(algo), "--run.seed", str(seed), "--run.run-dir", str(run_dir),
+    return (script, *preset_flags, *flags, *algo_flags(algo), "--run.seed", str(seed),
+            "--run.run-dir", as_given_to_cells(run_dir),
             "--run.threads", str(threads), "--run.no-progress", *extra)
 
 
@@ -120,7 +129,7 @@ def build_grid(out: Path, algos: list[str], tasks: list[str], seeds: list[int], 
     for seed in seeds:
         for task in tasks:
             for algo in algos:
-                run_dir = Path(out) / task / algo / f"seed{seed}"
+                run_dir = Path(out).resolve() / task / algo / f"seed{seed}"
                 command = cell_command(task, algo, seed, run_dir, preset=preset, threads=threads,
                                        datasets=datasets or {}, extra=list(extra or []))
                 cells.append(Cell(task, algo, seed, run_dir, command))

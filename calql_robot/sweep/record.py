@@ -16,10 +16,20 @@ from typing import Any
 from calql_robot.errors import ConfigError
 from calql_robot.run.atomic import atomic_write
 from calql_robot.run.provenance import provenance
-from calql_robot.sweep.grid import Cell
+from calql_robot.sweep.grid import Cell, as_given_to_cells
 
 SWEEP_FILE = "sweep.json"
 STATES = ("pending", "running", "done", "failed")
+
+
+def without_run_dir(command: list[str] | tuple[str, ...]) -> list[str]:
+    """A cell's command less its run directory's path, which follows from `--out`: a sweep
+    directory moved or copied elsewhere (an archived sweep continued) is the same sweep."""
+    command = list(command)
+    if "--run.run-dir" in command:
+        i = command.index("--run.run-dir")
+        del command[i:i + 2]
+    return command
 
 
 class SweepRecord:
@@ -44,18 +54,20 @@ class SweepRecord:
         return data if isinstance(data, dict) else {}
 
     def check_commands(self, cells: list[Cell]) -> None:
-        """Refuse a cell whose directory was made by another command: skipping or resuming it
-        would put another experiment's run in this grid's table."""
+        """Refuse a cell whose directory was made by another command (its run directory's
+        path aside): skipping or resuming it would put another experiment's run in this
+        grid's table."""
         for cell in cells:
             before = self.data["cells"].get(cell.key, {}).get("command")
-            if before is not None and list(before) != list(cell.command):
+            if before is not None and without_run_dir(before) != without_run_dir(cell.command):
                 raise ConfigError(f"--out {self.path.parent}: cell {cell.key} was run with another command "
                                   f"({' '.join(before)})", "use another --out for a different grid or flags")
 
     def set(self, cell: Cell, state: str, **fields: Any) -> None:
         assert state in STATES, state
         entry = self.data["cells"].setdefault(cell.key, {})
-        entry.update({"state": state, "command": list(cell.command), "run_dir": str(cell.run_dir), **fields})
+        entry.update({"state": state, "command": list(cell.command), "run_dir": as_given_to_cells(cell.run_dir),
+                      **fields})
         if state != "failed":
             entry.pop("error", None)
 
