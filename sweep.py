@@ -36,7 +36,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
     parser = argparse.ArgumentParser(prog="sweep.py", description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawTextHelpFormatter)
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--algos", nargs="+", required=True, metavar="ALGO",
                         help=f"algorithms: {' '.join(algo_names())} (cql = calql --learner.no-calql-bound)")
     parser.add_argument("--tasks", nargs="+", default=["pickplace-state"], metavar="TASK",

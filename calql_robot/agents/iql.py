@@ -41,15 +41,12 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from calql_robot.agents import weighted
-from calql_robot.agents.base import (AgentSpec, Batch, apply_losses, batch_to_torch, check_batch, forward_precision,
-                                     load_optimizers, metrics_to_floats)
+from calql_robot.agents.base import AgentSpec
 from calql_robot.config import flag
 from calql_robot.errors import ConfigError
 from calql_robot.networks import CriticEnsemble, GaussianActor, ValueNetwork
@@ -58,7 +55,6 @@ EXP_ADV_MAX = 100.0
 """The official clip of the actor's weights exp(beta * A) (`actor.py`: `jnp.minimum(exp_a, 100.0)`)."""
 LOG_STD_MIN = -5.0
 """The official actor's lower log-std clip (`learner.py`: `log_std_min=-5.0`)."""
-BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones")
 
 
 @dataclass
@@ -158,29 +154,15 @@ def compute_losses(batch: dict, nets: Nets, cfg: IQLConfig, discount: float, aug
 
 
 # ---------------------------------------------------------------- learner
-class IQLLearner:
-    """IQL under the agent contract (`agents/base.Agent`), over features of the encoder slot."""
+class IQLLearner(weighted.WeightedLearner):
+    """IQL under the agent contract (`weighted.WeightedLearner`), over features of the encoder
+    slot, with its expectile value network beside the shared ones."""
 
-    learns_online = True
-    needs_returns = False  # no loss reads G; online episodes are stored with G = 0
+    compute_losses = staticmethod(compute_losses)
 
     def __init__(self, cfg: IQLConfig, spec: AgentSpec) -> None:
-        cfg.validate()
-        self.cfg, self.discount = cfg, spec.discount
-        self.device = torch.device(spec.device)
-        self.precision = spec.precision
-        self.action_dim = spec.action_dim
-        self.online, self.num_updates = False, 0
-        self.augment = spec.augment
-        self.encoder = (spec.encoder or nn.Identity()).to(self.device)
-        feature_dim = spec.feature_dim
-        self.actor = GaussianActor(feature_dim, spec.action_dim, cfg.hidden, LOG_STD_MIN,
-                                   cfg.actor_dropout).to(self.device)
-        self.critic = CriticEnsemble(weighted.NUM_CRITICS, feature_dim, spec.action_dim, cfg.hidden).to(self.device)
-        self.target_critic = CriticEnsemble(weighted.NUM_CRITICS, feature_dim, spec.action_dim,
-                                            cfg.hidden).to(self.device).requires_grad_(False)
-        self.target_critic.load_state_dict(self.critic.state_dict())
-        self.value_net = ValueNetwork(feature_dim, cfg.hidden).to(self.device)
+        super().__init__(cfg, spec, cfg.hidden, cfg.hidden, LOG_STD_MIN, cfg.actor_dropout)
+        self.value_net = ValueNetwork(spec.feature_dim, cfg.hidden).to(self.device)
         adam = functools.partial(torch.optim.Adam, lr=cfg.lr)
         self.optimizers = {"actor": adam(self.actor.parameters()),
                            "critic": adam(list(self.critic.parameters()) + list(self.encoder.parameters())),
@@ -189,41 +171,5 @@ class IQLLearner:
     def nets(self) -> Nets:
         return Nets(self.encoder, self.actor, self.critic, self.target_critic, self.value_net)
 
-    def set_online(self, online: bool) -> None:
-        """Fine-tuning uses the same losses and settings (official `train_finetune.py`)."""
-        self.online = online
-
-    def update(self, batch: Batch) -> dict[str, float]:
-        batch = batch_to_torch(batch, self.device)
-        check_batch(batch, self.action_dim, BATCH_KEYS)
-        with forward_precision(self.precision, self.device):
-            losses, metrics = compute_losses(batch, self.nets(), self.cfg, self.discount, self.augment)
-        apply_losses(losses, self.optimizers.values(), self.num_updates)
-        weighted.polyak(self.target_critic, self.critic, self.cfg.tau)
-        self.num_updates += 1
-        return metrics_to_floats(metrics)
-
-    def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        """The mean action, or a Gaussian sample clipped to [-1, 1] (official `sample_actions`)."""
-        return weighted.act(self.encoder, self.actor, obs, self.device, deterministic)
-
-    def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
-        """min_i Q_i(s, mean(s)) (`weighted.q_at_mean`), the contract's V(s) for calibration."""
-        return weighted.q_at_mean(self.encoder, self.actor, self.critic, obs, self.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(),
-                "critic": self.critic.state_dict(), "target_critic": self.target_critic.state_dict(),
-                "value": self.value_net.state_dict(),
-                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-                "online": self.online, "num_updates": self.num_updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.encoder.load_state_dict(state["encoder"])
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.value_net.load_state_dict(state["value"])
-        load_optimizers(self.optimizers, state["optimizers"], {k: self.cfg.lr for k in self.optimizers})
-        self.set_online(bool(state["online"]))
-        self.num_updates = int(state["num_updates"])
+    def extra_modules(self) -> dict[str, nn.Module]:
+        return {"value": self.value_net}

@@ -20,13 +20,16 @@ for both and for the same reasons:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from calql_robot.agents.base import Obs, obs_to_tensor
+from calql_robot.agents.base import (AgentSpec, Batch, Obs, apply_losses, batch_to_torch, check_batch,
+                                     forward_precision, load_optimizers, metrics_to_floats, obs_to_tensor)
 from calql_robot.networks import CriticEnsemble, GaussianActor
 
 NUM_CRITICS = 2
@@ -98,3 +101,89 @@ def q_at_mean(encoder: nn.Module, actor: GaussianActor, critic: CriticEnsemble, 
     q = critic(features, actor(features).deterministic().unsqueeze(0))  # (E, 1, B)
     v = q.min(dim=0).values[0].float().cpu().numpy()
     return v[0] if single else v
+
+
+BATCH_KEYS = ("observations", "next_observations", "actions", "rewards", "dones")
+
+
+class WeightedLearner:
+    """The learner both methods are under the agent contract (`agents/base.Agent`): the
+    encoder slot, a Gaussian actor, twin critics and their Polyak target, one update of the
+    subclass's pure `compute_losses` with every loss stepped together, acting, the value
+    estimate and the state dict. A subclass builds its optimizers (and IQL its value
+    network) after `__init__` here, so the networks are made in the order, and so with the
+    initial weights, each method had on its own; it sets `compute_losses` and `lrs`.
+
+    Fine-tuning uses the same losses and settings (official IQL `train_finetune.py`, jaxrl
+    AWAC `train_finetuning.py`): `set_online` only records the phase."""
+
+    learns_online = True
+    needs_returns = False  # no loss reads G; online episodes are stored with G = 0
+    compute_losses: Callable[..., tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def __init__(self, cfg: Any, spec: AgentSpec, actor_hidden: tuple[int, ...], critic_hidden: tuple[int, ...],
+                 log_std_min: float, actor_dropout: float = 0.0) -> None:
+        cfg.validate()
+        self.cfg, self.discount = cfg, spec.discount
+        self.device = torch.device(spec.device)
+        self.precision = spec.precision
+        self.action_dim = spec.action_dim
+        self.online, self.num_updates = False, 0
+        self.augment = spec.augment
+        self.encoder = (spec.encoder or nn.Identity()).to(self.device)
+        feature_dim, action_dim = spec.feature_dim, spec.action_dim
+        self.actor = GaussianActor(feature_dim, action_dim, actor_hidden, log_std_min, actor_dropout).to(self.device)
+        self.critic = CriticEnsemble(NUM_CRITICS, feature_dim, action_dim, critic_hidden).to(self.device)
+        self.target_critic = CriticEnsemble(NUM_CRITICS, feature_dim, action_dim,
+                                            critic_hidden).to(self.device).requires_grad_(False)
+        self.target_critic.load_state_dict(self.critic.state_dict())
+
+    def nets(self) -> Any:
+        raise NotImplementedError
+
+    def lrs(self) -> dict[str, float]:
+        """Each optimizer's learning rate from the config (wins over a checkpoint's)."""
+        return {k: self.cfg.lr for k in self.optimizers}
+
+    def set_online(self, online: bool) -> None:
+        self.online = online
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        batch = batch_to_torch(batch, self.device)
+        check_batch(batch, self.action_dim, BATCH_KEYS)
+        with forward_precision(self.precision, self.device):
+            losses, metrics = type(self).compute_losses(batch, self.nets(), self.cfg, self.discount, self.augment)
+        apply_losses(losses, self.optimizers.values(), self.num_updates)
+        polyak(self.target_critic, self.critic, self.cfg.tau)
+        self.num_updates += 1
+        return metrics_to_floats(metrics)
+
+    def act(self, obs: np.ndarray | dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
+        """The mean action, or a Gaussian sample clipped to [-1, 1] (official `sample_actions`)."""
+        return act(self.encoder, self.actor, obs, self.device, deterministic)
+
+    def value(self, obs: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """min_i Q_i(s, mean(s)) (`q_at_mean`), the contract's V(s) for calibration."""
+        return q_at_mean(self.encoder, self.actor, self.critic, obs, self.device)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Networks a method adds to the shared ones, by state-dict key."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        modules = {"encoder": self.encoder, "actor": self.actor, "critic": self.critic,
+                   "target_critic": self.target_critic, **self.extra_modules()}
+        return {**{k: m.state_dict() for k, m in modules.items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "online": self.online, "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore; the config's learning rates win over the saved ones."""
+        modules = {"encoder": self.encoder, "actor": self.actor, "critic": self.critic,
+                   "target_critic": self.target_critic, **self.extra_modules()}
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+        load_optimizers(self.optimizers, state["optimizers"], self.lrs())
+        self.set_online(bool(state["online"]))
+        self.num_updates = int(state["num_updates"])
