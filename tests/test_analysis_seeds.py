@@ -33,8 +33,9 @@ def write_run(run_dir: Path, algo: str, evals: list[tuple[int, float]], regret: 
     if regret is not None:
         summary["cumulative_regret"] = regret
     (run_dir / "summary.json").write_text(json.dumps(summary))
-    rows = [encode_row({"eval/success_rate": s, "eval/q0": -10.0 * s, "eval/return0": -12.0 * s}, step,
-                       "online" if step > offline else "offline", 0.0) for step, s in evals]
+    rows = [encode_row({"eval/success_rate": s, "eval/q0": -10.0 * s, "eval/return0": -12.0 * s,
+                        "progress/wall_s": 0.6 * step}, step, "online" if step > offline else "offline", 0.0)
+            for step, s in evals]
     if regret is not None:
         rows += [encode_row({"online/cumulative_regret": regret}, offline + online, "online", 0.0)]
     (run_dir / "metrics.jsonl").write_text("\n".join(rows) + "\n")
@@ -103,7 +104,9 @@ def test_cli_writes_table_csv_and_one_figure_per_task(runs: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "calql_robot.analysis", str(runs)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "| pickplace-state | calql | 3 | 0.60 ± 0.25 | 0.90 ± 0.25 | -0.10 ± 0.25 | 0.30 ± 0.50 |" in proc.stdout
+    # wall: the last evaluation's progress/wall_s, 0.6 s per step at step 1,100: 11.0 min in every seed
+    assert "| pickplace-state | calql | 3 | 0.60 ± 0.25 | 0.90 ± 0.25 | -0.10 ± 0.25 | 0.30 ± 0.50 | 11.0 ± 0.0 |" \
+        in proc.stdout
     table = {r["method"]: r for r in csv.DictReader((runs / "analysis" / "table.csv").open())}
     assert float(table["calql"]["regret_ci95"]) == pytest.approx(T_975_2 * 0.2 / math.sqrt(3), rel=1e-5)
     assert table["bc"]["finetuned_mean"] == "" and table["bc"]["finetuned_n"] == "0"

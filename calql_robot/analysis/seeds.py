@@ -100,20 +100,28 @@ def summary_rows(groups: dict[str, dict[str, list[RunOutcome]]]) -> list[dict]:
                          "pretrained": Stat.of([o.offline_success for o in runs]),
                          "finetuned": Stat.of([o.final_success for o in online]),
                          "dip": Stat.of([o.dip for o in online]),
-                         "regret": Stat.of([o.regret for o in online])})
+                         "regret": Stat.of([o.regret for o in online]),
+                         "wall_min": Stat.of([w / 60 for w in map(wall_s, (Path(o.run_dir) for o in runs)) if w is not None])})
     return rows
 
 
-COLUMNS = ("pretrained", "finetuned", "dip", "regret")
+def wall_s(run_dir: Path) -> float | None:
+    """The run's own wall clock at its last row (`progress/wall_s`; a resumed run's counts
+    its sessions, not the time it lay stopped)."""
+    walls = [r["progress/wall_s"] for r in read_metrics(run_dir / "metrics.jsonl") if "progress/wall_s" in r]
+    return float(walls[-1]) if walls else None
+
+
+COLUMNS = ("pretrained", "finetuned", "dip", "regret", "wall_min")
 
 
 def markdown_table(rows: list[dict]) -> str:
     """The table as Markdown: mean ± 95% interval over runs."""
-    head = ["task", "method", "runs", "pre-trained success", "fine-tuned success", "dip", "regret"]
+    head = ["task", "method", "runs", "pre-trained success", "fine-tuned success", "dip", "regret", "wall (min)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         lines.append("| " + " | ".join([row["task"], row["method"], str(row["runs"]),
-                                          *(row[c].text() for c in COLUMNS)]) + " |")
+                                          *(row[c].text(1 if c == "wall_min" else 2) for c in COLUMNS)]) + " |")
     return "\n".join(lines) + "\n"
 
 
