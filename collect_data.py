@@ -8,10 +8,9 @@ collection, caching, file attributes) lives in calql_robot/domains/pickplace_dat
 """
 from __future__ import annotations
 
-import tyro
 
 from calql_robot.domains.pickplace_data import PickPlaceDataConfig, check_data_config, find_or_create_dataset, format_success_table
-from calql_robot.errors import cli_main
+from calql_robot.errors import cli_main, tyro_cli
 from data.episodes_hdf5 import validate
 
 
@@ -25,4 +24,4 @@ def main(cfg: PickPlaceDataConfig) -> None:
 
 
 if __name__ == "__main__":
-    cli_main(lambda argv: main(tyro.cli(PickPlaceDataConfig, args=argv)))  # --debug: tracebacks
+    cli_main(lambda argv: main(tyro_cli(PickPlaceDataConfig, args=argv)))  # --debug: tracebacks

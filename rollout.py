@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import tyro
 
-from calql_robot.errors import ConfigError, cli_main
+from calql_robot.errors import ConfigError, cli_main, tyro_cli
 from calql_robot.loop import eval_seed_base
 from calql_robot.policy_io import load_policy, policy_fn
 from calql_robot.rollouts import run_episode
@@ -97,4 +96,4 @@ def rollout(cfg: RolloutConfig) -> dict[str, float | str]:
 
 
 if __name__ == "__main__":
-    cli_main(lambda argv: rollout(tyro.cli(RolloutConfig, args=argv)))  # --debug: tracebacks
+    cli_main(lambda argv: rollout(tyro_cli(RolloutConfig, args=argv)))  # --debug: tracebacks

@@ -12,8 +12,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import tyro
-
 from calql_robot.agents.catalog import AGENTS, algo_table, reward_method, with_algo_defaults
 from calql_robot.config import RewardConfig, from_dict
 from calql_robot.domains.pickplace_state import BASELINE_REWARDS, StateExperimentConfig
@@ -21,7 +19,7 @@ from calql_robot.domains.pickplace_state import PRESETS as STATE_PRESETS
 from calql_robot.domains.pickplace_visual import PRESETS as VISUAL_PRESETS
 from calql_robot.domains.pickplace_visual import VisualExperimentConfig
 from calql_robot.domains.registry import PICKPLACE, TASKS, TaskExperimentConfig, preset_config, task_table
-from calql_robot.errors import ConfigError
+from calql_robot.errors import ConfigError, tyro_cli
 from calql_robot.run.runlog import CONFIG_FILE, read_config_json
 
 
@@ -81,7 +79,8 @@ def parse_config(cls: type, argv: list[str], default: Any | None = None, descrip
     if base is None and default is not None:
         default = preset_with_algo(default, argv)
     description = f"{description}\n\nAlgorithms (--algo NAME):\n{algo_table()}\n" if description else description
-    return tyro.cli(cls, default=base if base is not None else default, args=argv, description=description)
+    return tyro_cli(cls, default=base if base is not None else default, args=argv, description=description)
+
 
 
 def preset_with_algo(default: Any, argv: list[str]) -> Any:

@@ -6,7 +6,7 @@ must still end in its traceback, so that it gets reported and fixed (issue 9). E
 scripts therefore wrap their body in `cli_main`:
 
     if __name__ == "__main__":
-        cli_main(lambda argv: main(tyro.cli(Config, args=argv)))
+        cli_main(lambda argv: main(tyro_cli(Config, args=argv)))
 
 `cli_main` turns a `UserError` (and the few foreign errors that mean the same thing: the
 HDF5 reader's `DatasetFormatError`, an OSError for a full disk, a MemoryError) into
@@ -33,12 +33,14 @@ A stop by signal prints `stopped: ...` instead of `error: ...`: it is not a mist
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import io
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
@@ -201,3 +203,53 @@ def cli_main(main: Callable[[list[str]], object], argv: list[str] | None = None)
         sys.stdout.flush()
         report(user)
         sys.exit(user.exit_code)
+
+
+def tyro_cli(cls: type, *, args: list[str], **kwargs: Any) -> Any:
+    """`tyro.cli`, with its parse errors (an unknown flag, a value of the wrong type, an
+    invalid choice) turned into the project's one-line `ConfigError` naming the flag as
+    given, tyro's suggestions as the hint: tyro draws them as a boxed panel of 5-11 lines,
+    which breaks the one-line error every other mistake gets (`errors.cli_main`). `--help`
+    is left to tyro as it is."""
+    import tyro  # the entry points' parser; loaded here only when one parses
+
+    if "-h" in args or "--help" in args:
+        return tyro.cli(cls, args=args, **kwargs)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            return tyro.cli(cls, args=args, **kwargs)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            print(captured.getvalue(), end="")
+            raise
+        message, hint = panel_to_line(captured.getvalue())
+        raise ConfigError(message, hint) from None
+
+
+def panel_to_line(text: str) -> tuple[str, str | None]:
+    """(message, hint) from a tyro error panel, boxed (a terminal) or plain (captured): the
+    panel's title and separators are dropped, its first section is joined into one line;
+    the hint names the flags under "Perhaps you meant", if any, else points to --help.
+    Text that is not a panel is returned joined, as it is."""
+    sections: list[list[str]] = [[]]
+    boxed = False
+    for raw in text.splitlines():
+        line = raw.strip().strip("│").strip()
+        if not line:
+            continue
+        if line[0] in "╭╰" or set(line) <= set("─-"):
+            boxed = boxed or line[0] == "╭"
+            if sections[-1]:
+                sections.append([])
+        else:
+            sections[-1].append(line)
+    sections = [section for section in sections if section]
+    if not boxed and len(sections) > 1 and len(sections[0]) == 1:
+        sections = sections[1:]  # the plain panel's title line
+    if not sections:
+        return " ".join(text.split()), None
+    suggested = [line.split()[0] for section in sections[1:] if section[0].startswith("Perhaps")
+                 for line in section[1:] if line.startswith("--")]
+    hint = f"perhaps you meant {' or '.join(suggested[:3])}" if suggested else "see --help for every flag"
+    return " ".join(" ".join(sections[0]).split()), hint

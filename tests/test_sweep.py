@@ -162,3 +162,20 @@ def test_a_killed_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     moved = [*command[:command.index("--out") + 1], str(archive), *command[command.index("--out") + 2:]]
     cont = subprocess.run(moved, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
     assert cont.returncode == 0 and "4 cells, 4 finished before, 0 to run" in cont.stdout, cont.stdout + cont.stderr
+
+
+@pytest.mark.timeout(300)
+def test_a_failing_cell_is_reported_in_one_line_and_the_others_finish(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "sweep.py", "--algos", "bc", "--tasks", "pickplace-state", "door",
+                           "--seeds", "0", "--out", str(out), "--dataset", f"door={tmp_path}/nope/door.npy",
+                           "--poll", "1", "--", "--data.episodes", "6", "--loop.offline-steps", "20",
+                           "--loop.batch-size", "16", "--loop.eval-episodes", "1", "--bc.hidden", "16", "16"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    cells = json.loads((out / "sweep.json").read_text())["cells"]
+    assert cells["pickplace-state/bc/seed0"]["state"] == "done"
+    failed = cells["door/bc/seed0"]
+    assert failed["state"] == "failed" and failed["error"].startswith("error: --dataset ")
+    assert "nope/door.npy" in failed["error"] and "\n" not in failed["error"]
+    assert f"FAILED door/bc/seed0: {failed['error']}" in proc.stdout

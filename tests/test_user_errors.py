@@ -78,6 +78,34 @@ def test_bad_flags_are_one_line_naming_the_flag(tmp_path: Path, args: list[str],
     assert not run_dir.exists(), "a mistyped flag leaves nothing behind"
 
 
+@pytest.mark.parametrize("script, args, needle, hint", [
+    ("train_state.py", ["--bogus"], "Unrecognized options: --bogus", "see --help"),
+    ("train_state.py", ["--loop.offline-step", "5"], "Unrecognized options: --loop.offline-step, 5",
+     "perhaps you meant --loop.offline-steps"),
+    ("train_visual.py", ["--loop.offline-steps", "abc"], "Error parsing --loop.offline-steps: invalid literal", None),
+    ("train_state.py", ["--algo", "calqll"], "invalid choice 'calqll' for argument '--algo'", None),
+    ("collect_data.py", ["--episodes-per-tsk", "3"], "--episodes-per-tsk", "perhaps you meant --episodes-per-task"),
+    ("rollout.py", ["--run-dir", "x", "--episods", "2"], "Unrecognized options: --episods", "--episodes"),
+])
+def test_parse_errors_are_one_line_not_a_panel(tmp_path: Path, script: str, args: list[str], needle: str,
+                                               hint: str | None) -> None:
+    """tyro draws its parse errors as a boxed panel; every entry point gives one line."""
+    run_dir = tmp_path / "run"
+    extra = ["--run.run-dir", str(run_dir)] if script.startswith("train_") else []
+    proc = cli(script, *args, *extra)
+    user_error(proc, needle)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) <= 2 and not any(c in proc.stderr for c in "│╭─"), proc.stderr
+    if hint is not None:
+        assert lines[-1].startswith("hint: ") and hint in lines[-1], proc.stderr
+    assert not run_dir.exists()
+
+
+def test_help_is_still_tyros(tmp_path: Path) -> None:
+    proc = cli("train_state.py", "--help")
+    assert proc.returncode == 0 and "usage: " in proc.stdout and "--loop.offline-steps" in proc.stdout
+
+
 def test_run_dir_mistakes(tmp_path: Path) -> None:
     user_error(cli("train_state.py", "--run.resume", "--run.run-dir", str(tmp_path / "nope")), "--run.run-dir",
                str(tmp_path / "nope"))
