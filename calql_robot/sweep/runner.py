@@ -45,7 +45,7 @@ def _die_with_parent() -> None:
 
 def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
     """Run one cell's command to its end (the body of the Ray task). Returns the exit code,
-    the last line of its output (the entry point's one-line error when it fails) and wall."""
+    the entry point's one-line error (`error: ...`; else its output's last line) and wall."""
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +55,9 @@ def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
         proc = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
                               preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     lines = [line for line in Path(log).read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    return {"returncode": proc.returncode, "last_line": lines[-1] if lines else "", "wall_s": time.time() - start}
+    errors = [line for line in lines if line.startswith(("error: ", "stopped: "))]  # cli_main's one line
+    last = errors[-1] if errors else lines[-1] if lines else ""
+    return {"returncode": proc.returncode, "last_line": last, "wall_s": time.time() - start}
 
 
 def format_progress(cell: Cell, now: dict[str, Any]) -> str:
