@@ -52,6 +52,9 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--gpus-per-cell", type=float, default=0.0,
                         help="GPUs per cell, may be fractional: a scheduling hint, not memory isolation")
     parser.add_argument("--poll", type=float, default=60.0, help="seconds between progress lines (default 60)")
+    parser.add_argument("--no-forks", dest="forks", action="store_false",
+                        help="run cql-sac, wsrl-* in full even beside the method whose pre-training they share\n"
+                             "(default: they fine-tune from its cell's switch.pt, which repeats the full run exactly)")
     args = parser.parse_args(argv)
     if args.cpus_per_cell < 1:
         raise ConfigError(f"--cpus-per-cell must be >= 1, got {args.cpus_per_cell}")
@@ -76,9 +79,10 @@ def main(argv: list[str]) -> None:
     args, extra = parse(argv)
     out = args.out.resolve()
     cells = build_grid(out, args.algos, args.tasks, args.seeds, preset=args.preset, threads=args.cpus_per_cell,
-                       datasets=datasets_of(args.dataset), extra=extra)
+                       datasets=datasets_of(args.dataset), extra=extra, forks=args.forks)
     out.mkdir(parents=True, exist_ok=True)
     grid = {"algos": args.algos, "tasks": args.tasks, "seeds": args.seeds, "preset": args.preset, "extra": extra,
+            "forks": args.forks,
             "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell}
     with RunLock(out).acquire():  # one driver per sweep directory
         record = SweepRecord(out, grid, ["python", "sweep.py", *argv])

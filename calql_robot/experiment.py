@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from calql_robot.agents.base import Agent, AgentSpec, resolve_device
-from calql_robot.agents.catalog import build_agent, validate_agent_configs
+from calql_robot.agents.catalog import build_agent, same_agent, validate_agent_configs
 from calql_robot.config import ExperimentConfig, LoopConfig, RunConfig, to_dict
 from calql_robot.domains.base import obs_spec_of
 from calql_robot.domains.catalog import DomainEntry, domain_entry
@@ -141,7 +141,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
             print(note, flush=True)
         config = replace(config, run=replace(run, precision=precision))  # config.json says what ran
         run = config.run
-        source = source_for(run, config.domain, config.algo)
+        source = source_for(run, config.domain, config.algo, lambda other: same_agent(other, config.algo))
         if source is not None and source.offline_steps != loop.offline_steps:
             print(f"{FLAG} {run.finetune_from}: pre-trained for {source.offline_steps} offline updates "
                   f"(--loop.offline-steps {loop.offline_steps} does not apply)", flush=True)

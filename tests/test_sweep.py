@@ -71,6 +71,9 @@ def test_a_cell_made_by_another_command_is_refused(tmp_path: Path) -> None:
     again.check_commands(first)  # the same command: accepted
     assert again.data["runs_of_this_sweep"] == 2
     other = build_grid(tmp_path, ["calql"], ["pickplace-state"], [0], extra=["--loop.offline-steps", "8"])
+    again.check_commands(other)  # never started: it takes the grid's command as it is now
+    first[0].run_dir.mkdir(parents=True)
+    (first[0].run_dir / "config.json").write_text("{}")  # started
     with pytest.raises(ConfigError, match="cell pickplace-state/calql/seed0 was run with another command"):
         again.check_commands(other)
 
@@ -179,3 +182,22 @@ def test_a_failing_cell_is_reported_in_one_line_and_the_others_finish(tmp_path: 
     # the registry task has no --data.* flags: its cell fails at parsing, as the entry point would alone
     assert failed["state"] == "failed" and failed["error"] == "error: Unrecognized options: --data.episodes, 6"
     assert f"FAILED door/bc/seed0: {failed['error']}" in proc.stdout
+
+
+def test_forks_fine_tune_from_their_source_cell_only_when_it_is_in_the_grid(tmp_path: Path) -> None:
+    cells = {c.key: c for c in build_grid(tmp_path, ["cql", "cql-sac", "wsrl-calql", "wsrl-iql"], ["pickplace-state"],
+                                          [0])}
+    fork = cells["pickplace-state/cql-sac/seed0"]
+    assert fork.source == "pickplace-state/cql/seed0"
+    i = fork.command.index("--run.finetune-from")
+    assert fork.command[i + 1] == str(tmp_path / "pickplace-state" / "cql" / "seed0")
+    assert cells["pickplace-state/wsrl-calql/seed0"].source is None  # calql is not in this grid: a full run
+    assert "--run.finetune-from" not in cells["pickplace-state/wsrl-iql/seed0"].command
+    full = build_grid(tmp_path, ["cql", "cql-sac"], ["pickplace-state"], [0], forks=False)[1]
+    assert full.source is None and "--run.finetune-from" not in full.command
+    # a fork and a full run of one cell are the same cell to the record (the fork repeats the full run)
+    record = SweepRecord(tmp_path, {}, ["sweep.py"])
+    record.set(full, "running")
+    (full.run_dir).mkdir(parents=True)
+    (full.run_dir / "config.json").write_text("{}")
+    record.check_commands([fork])

@@ -189,6 +189,14 @@ def reward_method(algo: str) -> str:
     return algo if entry is None else entry.field
 
 
+def same_agent(a: str, b: str) -> bool:
+    """Whether two `--algo` names build the same agent (learner and config field), so a
+    run of one can fine-tune from the other's pre-training (`--run.finetune-from`)."""
+    if a not in AGENTS or b not in AGENTS:
+        return False
+    return (AGENTS[a].learner, AGENTS[a].field) == (AGENTS[b].learner, AGENTS[b].field)
+
+
 def entry_of(algo: str) -> AgentEntry:
     """The table's line of `algo`; an unknown name is a one-line ConfigError naming it."""
     if algo not in AGENTS:

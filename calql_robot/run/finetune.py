@@ -13,6 +13,7 @@ settings it repeats the source's fine-tuning exactly (tests/test_loop.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ class PretrainedSource:
         return float(walls[-1]) if walls else 0.0
 
 
-def load_source(run_dir: str, domain: str | None, algo: str) -> PretrainedSource:
+def load_source(run_dir: str, domain: str | None, algo: str,
+                same_agent: Callable[[str], bool] | None = None) -> PretrainedSource:
     """Read and check `run_dir`'s switch.pt, config and metrics; each problem is one line
-    naming the flag and the path."""
+    naming the flag and the path. The source's `--algo` must be `algo`, or one that
+    `same_agent` accepts: a method whose agent is the same (CQL + SAC and WSRL fine-tune
+    Cal-QL's agent, `wsrl-iql` IQL's), so one pre-training serves every fine-tuning of it -
+    the caller keeps to forks whose offline settings are the source's (`sweep/grid.py`)."""
     root = Path(run_dir)
     config_path, switch = root / CONFIG_FILE, root / "checkpoints" / SWITCH_NAME
     if not config_path.is_file():
@@ -56,8 +61,10 @@ def load_source(run_dir: str, domain: str | None, algo: str) -> PretrainedSource
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if domain is not None and config.get("domain", domain) != domain:
         raise ConfigError(f"{FLAG} {run_dir}: a {config.get('domain')} run, not {domain}")
-    if config.get("algo", "calql") != algo:
-        raise ConfigError(f"{FLAG} {run_dir}: pre-trained with --algo {config.get('algo')}, not {algo}")
+    source_algo = config.get("algo", "calql")
+    if source_algo != algo and not (same_agent is not None and same_agent(source_algo)):
+        raise ConfigError(f"{FLAG} {run_dir}: pre-trained with --algo {source_algo}, not {algo} "
+                          f"(nor a method of the same agent)")
     state = load_checkpoint(switch)
     check_keys(switch, state, ("learner", "counters", "rng"))
     offline_steps = int(state["counters"]["offline_updates"])
@@ -66,7 +73,8 @@ def load_source(run_dir: str, domain: str | None, algo: str) -> PretrainedSource
     return PretrainedSource(root, switch, state, offline_steps, rows)
 
 
-def source_for(run: RunConfig, domain: str | None, algo: str) -> PretrainedSource | None:
+def source_for(run: RunConfig, domain: str | None, algo: str,
+               same_agent: Callable[[str], bool] | None = None) -> PretrainedSource | None:
     """The source of `run.finetune_from`, or None: without the flag, and for a resumed
     fine-tuning run that has checkpoints of its own (it continues from those; the offline
     steps it took over are in its saved config)."""
@@ -74,4 +82,4 @@ def source_for(run: RunConfig, domain: str | None, algo: str) -> PretrainedSourc
         return None
     if run.resume and run.run_dir and checkpoint_candidates(Path(run.run_dir, "checkpoints")):
         return None
-    return load_source(run.finetune_from, domain, algo)
+    return load_source(run.finetune_from, domain, algo, same_agent)

@@ -30,6 +30,12 @@ SUMMARY_FILE = "summary.json"
 PICKPLACE_TASKS = {"pickplace-state": "train_state.py", "pickplace-visual": "train_visual.py"}
 ALGO_ALIASES = {"cql": ["--algo", "calql", "--learner.no-calql-bound"],
                 "wsrl-cql": ["--algo", "wsrl-calql", "--learner.no-calql-bound"]}
+FORKS = {"cql-sac": "cql", "wsrl-calql": "calql", "wsrl-cql": "cql", "wsrl-iql": "iql"}
+"""Methods whose pre-training is another method's, flag for flag (they differ only after the
+switch): where both are in a grid, the cell of the first fine-tunes from the switch.pt of the
+second's cell of the same task and seed (`--run.finetune-from`), which repeats the full run
+exactly (tests/test_loop.py pins it for each pair) and saves its pre-training."""
+FORK_FLAG = "--run.finetune-from"
 
 
 def algo_names() -> list[str]:
@@ -71,6 +77,8 @@ class Cell:
     seed: int
     run_dir: Path
     command: tuple[str, ...] = field(compare=False)
+    source: str | None = field(default=None, compare=False)
+    """The key of the cell whose pre-training this one fine-tunes from (`FORKS`), if any."""
 
     @property
     def key(self) -> str:
@@ -113,15 +121,19 @@ def cell_command(task: str, algo: str, seed: int, run_dir: Path, *, preset: str 
 
 
 def build_grid(out: Path, algos: list[str], tasks: list[str], seeds: list[int], *, preset: str | None = None,
-               threads: int = 1, datasets: dict[str, str] | None = None, extra: list[str] | None = None) -> list[Cell]:
+               threads: int = 1, datasets: dict[str, str] | None = None, extra: list[str] | None = None,
+               forks: bool = True) -> list[Cell]:
     """The grid's cells, seed-major (every algorithm and task of seed 0 before seed 1): a
-    sweep cut short still holds whole seeds of every method, the unit a comparison needs."""
+    sweep cut short still holds whole seeds of every method, the unit a comparison needs.
+    With `forks`, a method of `FORKS` whose source method is in the grid fine-tunes from that
+    cell's pre-training instead of repeating it."""
     for name, values in (("--algos", algos), ("--tasks", tasks), ("--seeds", seeds)):
         if not values:
             raise ConfigError(f"{name} is empty")
         if len(set(values)) != len(values):
             raise ConfigError(f"{name} repeats a value: {' '.join(map(str, values))}")
-    forbidden = [f for f in extra or [] if f.split("=")[0] in ("--run.run-dir", "--run.seed", "--run.resume")]
+    forbidden = [f for f in extra or [] if f.split("=")[0] in ("--run.run-dir", "--run.seed", "--run.resume",
+                                                               FORK_FLAG)]
     if forbidden:
         raise ConfigError(f"extra flag {forbidden[0]} is the sweep's to set (cells get their own run directory "
                           f"and seed)")
@@ -130,9 +142,12 @@ def build_grid(out: Path, algos: list[str], tasks: list[str], seeds: list[int], 
         for task in tasks:
             for algo in algos:
                 run_dir = Path(out).resolve() / task / algo / f"seed{seed}"
+                source = FORKS.get(algo) if forks and FORKS.get(algo) in algos else None
+                fork = [FORK_FLAG, as_given_to_cells(run_dir.parent.parent / source / run_dir.name)] if source else []
                 command = cell_command(task, algo, seed, run_dir, preset=preset, threads=threads,
-                                       datasets=datasets or {}, extra=list(extra or []))
-                cells.append(Cell(task, algo, seed, run_dir, command))
+                                       datasets=datasets or {}, extra=fork + list(extra or []))
+                cells.append(Cell(task, algo, seed, run_dir, command,
+                                  f"{task}/{source}/seed{seed}" if source else None))
     return cells
 
 

@@ -16,19 +16,22 @@ from typing import Any
 from calql_robot.errors import ConfigError
 from calql_robot.run.atomic import atomic_write
 from calql_robot.run.provenance import provenance
-from calql_robot.sweep.grid import Cell, as_given_to_cells
+from calql_robot.sweep.grid import FORK_FLAG, Cell, as_given_to_cells
 
 SWEEP_FILE = "sweep.json"
 STATES = ("pending", "running", "done", "failed")
 
 
-def without_run_dir(command: list[str] | tuple[str, ...]) -> list[str]:
-    """A cell's command less its run directory's path, which follows from `--out`: a sweep
-    directory moved or copied elsewhere (an archived sweep continued) is the same sweep."""
+def cell_identity(command: list[str] | tuple[str, ...]) -> list[str]:
+    """A cell's command less its run directory's path, which follows from `--out` (a sweep
+    directory moved or copied elsewhere, an archived sweep continued, is the same sweep),
+    and less the pre-training it forks from (a fork repeats the full run exactly:
+    `grid.FORKS`)."""
     command = list(command)
-    if "--run.run-dir" in command:
-        i = command.index("--run.run-dir")
-        del command[i:i + 2]
+    for flag in ("--run.run-dir", FORK_FLAG):
+        if flag in command:
+            i = command.index(flag)
+            del command[i:i + 2]
     return command
 
 
@@ -54,12 +57,12 @@ class SweepRecord:
         return data if isinstance(data, dict) else {}
 
     def check_commands(self, cells: list[Cell]) -> None:
-        """Refuse a cell whose directory was made by another command (its run directory's
-        path aside): skipping or resuming it would put another experiment's run in this
-        grid's table."""
+        """Refuse a started cell whose directory was made by another command
+        (`cell_identity`): skipping or resuming it would put another experiment's run in this
+        grid's table. A cell that never started takes the command of the grid as it is now."""
         for cell in cells:
             before = self.data["cells"].get(cell.key, {}).get("command")
-            if before is not None and without_run_dir(before) != without_run_dir(cell.command):
+            if before is not None and cell.started() and cell_identity(before) != cell_identity(cell.command):
                 raise ConfigError(f"--out {self.path.parent}: cell {cell.key} was run with another command "
                                   f"({' '.join(before)})", "use another --out for a different grid or flags")
 

@@ -43,9 +43,14 @@ def _die_with_parent() -> None:
         pass  # not Linux: the child outlives a killed worker, and its run lock names it on re-run
 
 
-def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
+def run_cell_process(argv: list[str], log: str, threads: int, after: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one cell's command to its end (the body of the Ray task). Returns the exit code,
-    the entry point's one-line error (`error: ...`; else its output's last line) and wall."""
+    the entry point's one-line error (`error: ...`; else its output's last line) and wall.
+    `after` is the result of the cell this one forks from (Ray runs this task once that one
+    has ended): when that run failed there is no pre-training to fine-tune, and this cell
+    fails at once saying so."""
+    if after is not None and after["returncode"] != 0:
+        return {"returncode": 1, "last_line": f"error: its pre-training failed ({after['last_line']})", "wall_s": 0.0}
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +98,22 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     else:
         ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
-    refs = {}
-    for cell in todo:
-        refs[task.remote(cell.argv(), str(cell.log), cpus_per_cell)] = cell
+    refs, ref_of = {}, {}
+    waiting: dict[str, list[Cell]] = {}  # forks submitted right after their source
+    todo_keys = {cell.key for cell in todo}
+
+    def submit(cell: Cell) -> None:
+        after = ref_of.get(cell.source)  # None when there is no source or it finished before
+        ref = task.remote(cell.argv(), str(cell.log), cpus_per_cell, after)
+        refs[ref], ref_of[cell.key] = cell, ref
+        for fork in waiting.pop(cell.key, []):
+            submit(fork)
+
+    for cell in todo:  # grid order; Ray starts a fork once its source's task has ended
+        if cell.source in todo_keys and cell.source not in ref_of:
+            waiting.setdefault(cell.source, []).append(cell)
+        else:
+            submit(cell)
     last_poll = time.time()
     try:
         while refs:
