@@ -7,7 +7,11 @@ keeps its pre-trained state as `checkpoints/switch.pt` (calql_robot/loop.py); a 
 started from it takes the learner, counters and RNG from that file, the offline rows of
 the source's metrics.jsonl, and the source's `--loop.offline-steps` (the x-axis of its
 online rows starts there), and then fine-tunes with its own flags. With the source's
-settings it repeats the source's fine-tuning exactly (tests/test_loop.py).
+settings it repeats the source's fine-tuning exactly (tests/test_loop.py). Its `--algo` may
+differ from the source's where both build the same agent and the source's pre-training is
+the new method's (CQL + SAC from CQL, WSRL from Cal-QL or IQL): it then repeats the new
+method's own full run exactly (tests/test_forks.py), which is how sweeps save those
+pre-trainings.
 """
 
 from __future__ import annotations
