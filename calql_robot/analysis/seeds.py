@@ -59,13 +59,20 @@ def labels_of(run_dir: Path) -> tuple[str, str]:
     return str(task), str(algo)
 
 
+METHOD_ORDER = ("calql", "cql", "cql-sac", "wsrl-calql", "wsrl-cql", "iql", "wsrl-iql", "awac", "odt", "sac",
+                "sac-offline", "hybrid", "bc")
+"""Table and legend order: the paper's method, its ablation, the baselines, the reference."""
+
+
 def group_runs(run_dirs: list[Path], early_fraction: float = 0.2) -> dict[str, dict[str, list[RunOutcome]]]:
-    """task -> method -> outcomes, methods in first-seen order."""
+    """task -> method -> outcomes, methods in `METHOD_ORDER` (others after, by name)."""
     groups: dict[str, dict[str, list[RunOutcome]]] = defaultdict(dict)
     for run in run_dirs:
         task, algo = labels_of(run)
         groups[task].setdefault(algo, []).append(read_outcome(run, early_fraction=early_fraction))
-    return dict(groups)
+    rank = {name: i for i, name in enumerate(METHOD_ORDER)}
+    return {task: dict(sorted(methods.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+            for task, methods in groups.items()}
 
 
 @dataclass
@@ -215,7 +222,8 @@ def task_figure(task: str, methods: dict[str, list[RunOutcome]], early_fraction:
     early.axvline(early_fraction * horizon, color="gray", linestyle=":", linewidth=1.0)
     regret.set_title("cumulative regret (mean over online episodes of 1 - success)", fontsize=9)
     regret.set_xlabel("online env steps since the switch", fontsize=8)
-    calib.set_title("Q(s0, pi(s0)) solid, realised discounted return dotted (means over seeds)", fontsize=9)
+    calib.set_title("Q(s0, pi(s0)) solid, realised discounted return dotted (means over seeds;\n"
+                    "each method in its own reward's units: IQL and AWAC train on +1/0)", fontsize=9)
     calib.set_xlabel("step", fontsize=8)
     for ax in (whole, early):
         ax.set_ylim(-0.03, 1.03)
