@@ -2,13 +2,14 @@
 
     python sweep.py --algos calql cql iql --tasks pickplace-state --seeds 0 1 2 3 4 --out runs/sweeps/state
     python sweep.py ... -- --loop.online-env-steps 1000     # flags after -- go to every cell
-    python -m calql_robot.analysis runs/sweeps/state         # curves, regret, calibration, the table
+    python -m calql_robot.analysis runs/sweeps/state         # again: curves, regret, calibration, the table
 
 Every cell is an ordinary run directory, OUT/<task>/<algo>/seed<k>/ (its config.json,
 metrics, checkpoints, videos), with its console output in seed<k>.log beside it. Re-running
 the same command skips finished cells and resumes unfinished ones from their checkpoints; a
 failing cell is reported with its one-line error and the others go on. OUT/sweep.json
-records the grid, the code version and each cell's state.
+records the grid, the code version and each cell's state. At the end the sweep pools its
+finished cells into OUT/analysis (table.md, table.csv, a figure per task) and prints the table.
 
 Scheduling: a local Ray instance with --num-cpus CPUs (default: all cores) unless --address
 names a running cluster (every node must see the repository and OUT at the same paths).
@@ -24,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from calql_robot.analysis.seeds import write_report
 from calql_robot.errors import ConfigError, cli_main
 from calql_robot.run.lock import RunLock
 from calql_robot.sweep.grid import algo_names, build_grid, task_names
@@ -91,8 +93,9 @@ def main(argv: list[str]) -> None:
 
         counts = run_sweep(cells, record, address=args.address, num_cpus=args.num_cpus or os.cpu_count(),
                            cpus_per_cell=args.cpus_per_cell, gpus_per_cell=args.gpus_per_cell, poll_s=args.poll)
-    print(f"sweep: {counts['done']} of {len(cells)} cells done, {counts['failed']} failed; "
-          f"python -m calql_robot.analysis {args.out}", flush=True)
+    print(f"sweep: {counts['done']} of {len(cells)} cells done, {counts['failed']} failed", flush=True)
+    if counts["done"]:
+        print(write_report([out], out / "analysis"), end="", flush=True)  # python -m calql_robot.analysis OUT
     if counts["failed"]:
         sys.exit(1)
 

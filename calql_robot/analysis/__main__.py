@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from calql_robot.analysis.seeds import csv_table, find_runs, group_runs, markdown_table, summary_rows, task_figure
+from calql_robot.analysis.seeds import write_report
 from calql_robot.errors import ConfigError, cli_main
-from calql_robot.run.atomic import replacing
 
 
 def main(argv: list[str]) -> None:
@@ -32,22 +31,8 @@ def main(argv: list[str]) -> None:
         if len(args.dirs) != 1:
             raise ConfigError("--out is needed with more than one DIR")
         args.out = args.dirs[0] / "analysis"
-    runs = find_runs(args.dirs)
-    if not runs:
-        raise ConfigError(f"{' '.join(map(str, args.dirs))}: no finished run directory (config.json and "
-                          f"summary.json) found")
-    groups = group_runs(runs, args.early_fraction)
-    rows = summary_rows(groups)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows))):
-        with replacing(args.out / name) as tmp:
-            Path(tmp).write_text(text, encoding="utf-8")
-    for task, methods in groups.items():
-        fig = task_figure(task, methods, args.early_fraction)
-        with replacing(args.out / f"{task}.png", ".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    print(markdown_table(rows), end="")
-    print(f"{len(runs)} runs; wrote {args.out}/table.md, table.csv and {len(groups)} figure(s)")
+    table = write_report(args.dirs, args.out, args.early_fraction)
+    print(table, end="")
 
 
 if __name__ == "__main__":

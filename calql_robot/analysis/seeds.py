@@ -29,6 +29,7 @@ import numpy as np
 
 from calql_robot.analysis.outcomes import RunOutcome, mean_interval, read_outcome
 from calql_robot.errors import ConfigError
+from calql_robot.run.atomic import replacing
 from calql_robot.run.runlog import CONFIG_FILE, read_metrics
 
 SUMMARY_FILE = "summary.json"
@@ -233,3 +234,24 @@ def task_figure(task: str, methods: dict[str, list[RunOutcome]], early_fraction:
     whole.legend(fontsize=7, ncol=2)
     fig.suptitle(f"{task}: {', '.join(f'{a} ({len(r)} runs)' for a, r in methods.items())}", fontsize=9)
     return fig
+
+
+def write_report(dirs: list[Path], out: Path, early_fraction: float = 0.2) -> str:
+    """Pool the finished runs at or under `dirs` into `out`: table.md, table.csv and one
+    figure per task; returns the Markdown table with a closing line saying what was written."""
+    runs = find_runs(dirs)
+    if not runs:
+        raise ConfigError(f"{' '.join(map(str, dirs))}: no finished run directory (config.json and summary.json) "
+                          f"found")
+    groups = group_runs(runs, early_fraction)
+    rows = summary_rows(groups)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows))):
+        with replacing(out / name) as tmp:
+            Path(tmp).write_text(text, encoding="utf-8")
+    for task, methods in groups.items():
+        fig = task_figure(task, methods, early_fraction)
+        with replacing(out / f"{task}.png", ".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    return markdown_table(rows) + f"{len(runs)} runs; wrote {out}/table.md, table.csv and {len(groups)} figure(s)\n"
