@@ -201,3 +201,15 @@ def test_forks_fine_tune_from_their_source_cell_only_when_it_is_in_the_grid(tmp_
     (full.run_dir).mkdir(parents=True)
     (full.run_dir / "config.json").write_text("{}")
     record.check_commands([fork])
+
+
+def test_cells_start_in_grid_order_and_a_fork_after_its_source(tmp_path: Path) -> None:
+    from calql_robot.sweep.runner import cell_slots, next_cell
+
+    queue = build_grid(tmp_path, ["cql-sac", "cql", "iql"], ["pickplace-state"], [0, 1])
+    unfinished = {c.key for c in queue}
+    assert next_cell(queue, unfinished).key == "pickplace-state/cql/seed0"  # the fork waits for its source
+    unfinished.discard("pickplace-state/cql/seed0")
+    assert next_cell(queue, unfinished).key == "pickplace-state/cql-sac/seed0"
+    assert cell_slots({"CPU": 2.0}, 1, 0.0) == 2 and cell_slots({"CPU": 16.0, "GPU": 1.0}, 2, 0.5) == 2
+    assert cell_slots({"CPU": 1.0}, 2, 0.0) == 1

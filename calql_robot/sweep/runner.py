@@ -43,14 +43,9 @@ def _die_with_parent() -> None:
         pass  # not Linux: the child outlives a killed worker, and its run lock names it on re-run
 
 
-def run_cell_process(argv: list[str], log: str, threads: int, after: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
     """Run one cell's command to its end (the body of the Ray task). Returns the exit code,
-    the entry point's one-line error (`error: ...`; else its output's last line) and wall.
-    `after` is the result of the cell this one forks from (Ray runs this task once that one
-    has ended): when that run failed there is no pre-training to fine-tune, and this cell
-    fails at once saying so."""
-    if after is not None and after["returncode"] != 0:
-        return {"returncode": 1, "last_line": f"error: its pre-training failed ({after['last_line']})", "wall_s": 0.0}
+    the entry point's one-line error (`error: ...`; else its output's last line) and wall."""
     start = time.time()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(log).parent.mkdir(parents=True, exist_ok=True)
@@ -98,25 +93,24 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     else:
         ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
-    refs, ref_of = {}, {}
-    waiting: dict[str, list[Cell]] = {}  # forks submitted right after their source
-    todo_keys = {cell.key for cell in todo}
-
-    def submit(cell: Cell) -> None:
-        after = ref_of.get(cell.source)  # None when there is no source or it finished before
-        ref = task.remote(cell.argv(), str(cell.log), cpus_per_cell, after)
-        refs[ref], ref_of[cell.key] = cell, ref
-        for fork in waiting.pop(cell.key, []):
-            submit(fork)
-
-    for cell in todo:  # grid order; Ray starts a fork once its source's task has ended
-        if cell.source in todo_keys and cell.source not in ref_of:
-            waiting.setdefault(cell.source, []).append(cell)
-        else:
-            submit(cell)
+    slots = cell_slots(ray.cluster_resources(), cpus_per_cell, gpus_per_cell)
+    queue, refs = list(todo), {}
     last_poll = time.time()
     try:
-        while refs:
+        while queue or refs:
+            while len(refs) < slots:
+                cell = next_cell(queue, {c.key for c in queue} | {c.key for c in refs.values()})
+                if cell is None:
+                    break
+                queue.remove(cell)
+                failed = record.data["cells"].get(cell.source or "", {}).get("state") == "failed"
+                if failed:  # a fork whose pre-training failed has nothing to fine-tune
+                    record.set(cell, "failed", error=f"error: its pre-training {cell.source} failed")
+                    print(f"FAILED {cell.key}: its pre-training {cell.source} failed", flush=True)
+                    continue
+                refs[task.remote(cell.argv(), str(cell.log), cpus_per_cell)] = cell
+            if not refs:
+                break
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=poll_s)
             for ref in ready:
                 cell = refs.pop(ref)
@@ -131,6 +125,21 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     finally:
         ray.shutdown()
     return record.counts()
+
+
+def cell_slots(resources: dict[str, float], cpus_per_cell: int, gpus_per_cell: float) -> int:
+    """How many cells run at once: what the instance's CPUs (and GPUs, when cells ask for
+    them) hold. The driver submits no more than that, so cells start in grid order rather
+    than in whatever order Ray takes queued tasks (it does not promise FIFO)."""
+    slots = int(resources.get("CPU", 0) // cpus_per_cell)
+    if gpus_per_cell > 0:
+        slots = min(slots, int(resources.get("GPU", 0) // gpus_per_cell))
+    return max(1, slots)
+
+
+def next_cell(queue: list[Cell], unfinished: set[str]) -> Cell | None:
+    """The first queued cell that can start: a fork only once its source has ended."""
+    return next((cell for cell in queue if cell.source is None or cell.source not in unfinished), None)
 
 
 def _finish(cell: Cell, ref: Any, record: SweepRecord, ray: Any) -> None:
