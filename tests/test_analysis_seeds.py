@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from calql_robot.analysis.seeds import find_runs, group_runs, labels_of, pooled_curve, summary_rows
+from calql_robot.analysis.seeds import find_runs, group_runs, labels_of, pooled_curve, pooled_running, summary_rows
 from calql_robot.run.runlog import encode_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,11 +93,20 @@ def test_table_matches_the_hand_worked_numbers(runs: Path) -> None:
     assert bc["finetuned"].n == bc["dip"].n == bc["regret"].n == 0
 
 
-def test_curves_pool_only_steps_every_run_evaluated() -> None:
-    steps, mean, half = pooled_curve([[(0, 0.2), (10, 0.4), (20, 0.6)], [(0, 0.4), (20, 0.8)]])
-    assert steps.tolist() == [0, 20]
-    assert mean.tolist() == pytest.approx([0.3, 0.7])
-    assert half.tolist() == pytest.approx([T_975_1 * 0.1, T_975_1 * 0.1])
+def test_curves_pool_the_ith_evaluations_at_their_mean_step() -> None:
+    """Online evaluations wait for their episode's end, so runs evaluate a few steps apart."""
+    steps, mean, half = pooled_curve([[(0, 0.2), (510, 0.4), (1013, 0.6)], [(0, 0.4), (519, 0.8)]])
+    assert steps.tolist() == [0, 514.5]
+    assert mean.tolist() == pytest.approx([0.3, 0.6])
+    assert half.tolist() == pytest.approx([T_975_1 * 0.1, T_975_1 * 0.2])
+
+
+def test_running_quantities_are_pooled_on_one_grid() -> None:
+    steps, mean, half = pooled_running([[(40, 1.0), (140, 0.5)], [(60, 1.0), (100, 0.6), (160, 0.4)]], points=3)
+    assert steps.tolist() == [60, 100, 140]
+    # run 1 at 60, 100, 140: 0.9, 0.7, 0.5; run 2: 1.0, 0.6, 0.6 - 0.2 * 40 / 60 = 0.4667
+    assert mean.tolist() == pytest.approx([0.95, 0.65, (0.5 + 0.6 - 0.2 * 40 / 60) / 2])
+    assert half[0] == pytest.approx(T_975_1 * 0.05)
 
 
 def test_cli_writes_table_csv_and_one_figure_per_task(runs: Path) -> None:
