@@ -91,6 +91,11 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
+        # A worker process must register with the raylet within this many seconds or Ray
+        # kills it and starts another; on a machine whose cores are all training (the
+        # normal state of a sweep's host, and of the test suite beside one) Ray's default
+        # of 60 was seen to keep every cell from starting for minutes.
+        os.environ.setdefault("RAY_worker_register_timeout_seconds", "600")
         ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
     slots = cell_slots(ray.cluster_resources(), cpus_per_cell, gpus_per_cell)
