@@ -34,7 +34,7 @@ from calql_robot.run.diskspace import CHECKPOINT_COPIES, SLACK_BYTES, VIDEO_BYTE
 from calql_robot.run.finetune import FLAG, PretrainedSource, source_for
 from calql_robot.run.lock import LOCK_FILE, RunLock, refuse_if_locked
 from calql_robot.run.provenance import record_session, session_info
-from calql_robot.run.runlog import CONFIG_FILE, RunLogger, atomic_write_text, make_run_dir
+from calql_robot.run.runlog import CONFIG_FILE, SUMMARY_FILE, RunLogger, atomic_write_text, make_run_dir
 from calql_robot.run.stopping import StopRequest, stop_on_signals
 from data.replay import EpisodeReplayBuffer
 
@@ -191,7 +191,7 @@ def _train_in(run_dir: Path, config: ExperimentConfig, loop: LoopConfig, entry: 
     finally:
         trainer.close()
     summary["run_dir"] = str(run_dir)
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 
 

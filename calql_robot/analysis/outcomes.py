@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calql_robot.run.atomic import replacing
-from calql_robot.run.runlog import read_metrics
+from calql_robot.run.runlog import SUMMARY_FILE, read_metrics
 
 
 @dataclass
@@ -66,7 +66,7 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2, early_steps: int | 
     which is what a run with `--loop.online-env-steps horizon` and the same seed and schedule
     would report (evaluations draw nothing from the training RNG)."""
     run_dir = Path(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
     switch = int(summary["offline_updates"])
     online = int(config["loop"]["online_env_steps"])

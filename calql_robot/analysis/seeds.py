@@ -30,9 +30,8 @@ import numpy as np
 from calql_robot.analysis.outcomes import RunOutcome, mean_interval, read_outcome
 from calql_robot.errors import ConfigError
 from calql_robot.run.atomic import replacing
-from calql_robot.run.runlog import CONFIG_FILE, read_metrics
+from calql_robot.run.runlog import CONFIG_FILE, SUMMARY_FILE, read_metrics
 
-SUMMARY_FILE = "summary.json"
 TASK_NAMES = {"pickplace_state": "pickplace-state", "pickplace_visual": "pickplace-visual"}
 BOUND_OFF_NAMES = {"calql": "cql", "wsrl-calql": "wsrl-cql"}
 

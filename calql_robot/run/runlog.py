@@ -52,6 +52,7 @@ from calql_robot.run.atomic import atomic_write
 from calql_robot.errors import ConfigError, is_no_space, no_space
 
 CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
 DERIVED_KEYS = ("obs_normalization",)
 """config.json keys a run derives from its data after start (not settings; not compared on resume)."""
 METRICS_FILE = "metrics.jsonl"

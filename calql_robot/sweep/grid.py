@@ -23,10 +23,9 @@ from pathlib import Path
 from calql_robot.agents.catalog import AGENTS
 from calql_robot.domains.registry import TASKS
 from calql_robot.errors import ConfigError
-from calql_robot.run.runlog import CONFIG_FILE
+from calql_robot.run.runlog import CONFIG_FILE, SUMMARY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
-SUMMARY_FILE = "summary.json"
 PICKPLACE_TASKS = {"pickplace-state": "train_state.py", "pickplace-visual": "train_visual.py"}
 ALGO_ALIASES = {"cql": ["--algo", "calql", "--learner.no-calql-bound"],
                 "wsrl-cql": ["--algo", "wsrl-calql", "--learner.no-calql-bound"]}

@@ -8,10 +8,11 @@ project writes no scheduler of its own.
 Each cell is one Ray task that runs the entry point as a child process (`python
 train_*.py ...`), reserving `cpus_per_cell` CPUs (the run's torch threads: cells never
 oversubscribe the cores) and `gpus_per_cell` GPUs. A fractional GPU share is a scheduling
-hint to Ray, not memory isolation: two cells on one GPU share its memory. The child is
-asked to receive SIGTERM when the task's worker dies (Linux `PR_SET_PDEATHSIG`), so a
-killed sweep leaves no orphan training: the run takes the signal as a scheduler's notice,
-writes its checkpoint and stops (`run/stopping.py`), and the re-run resumes it.
+hint to Ray, not memory isolation: two cells on one GPU share its memory. When the
+driver is killed, Ray ends its workers and their children with them (seen here: no cell
+outlived a SIGKILLed driver, and none had time to write a checkpoint of its own); the child
+also asks for SIGTERM when its worker dies (Linux `PR_SET_PDEATHSIG`) as a second guard.
+The re-run resumes each cell from its latest periodic checkpoint (`tests/test_sweep.py`).
 
 On a cluster every node must see the repository and `--out` at the same paths (a shared
 filesystem); the cells' commands are relative to the repository root.
@@ -91,11 +92,6 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        # A worker process must register with the raylet within this many seconds or Ray
-        # kills it and starts another; on a machine whose cores are all training (the
-        # normal state of a sweep's host, and of the test suite beside one) Ray's default
-        # of 60 was seen to keep every cell from starting for minutes.
-        os.environ.setdefault("RAY_worker_register_timeout_seconds", "600")
         ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
     slots = cell_slots(ray.cluster_resources(), cpus_per_cell, gpus_per_cell)
