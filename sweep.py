@@ -9,7 +9,8 @@ metrics, checkpoints, videos), with its console output in seed<k>.log beside it.
 the same command skips finished cells and resumes unfinished ones from their checkpoints; a
 failing cell is reported with its one-line error and the others go on. OUT/sweep.json
 records the grid, the code version and each cell's state. At the end the sweep pools its
-finished cells into OUT/analysis (table.md, table.csv, a figure per task) and prints the table.
+finished cells into OUT/analysis (table.md, table.csv; paired.md, paired.csv: each method
+minus calql seed by seed; a figure per task) and prints the tables.
 
 Scheduling: a local Ray instance with --num-cpus CPUs (default: all cores) unless --address
 names a running cluster (every node must see the repository and OUT at the same paths).

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from calql_robot.analysis.seeds import find_runs, group_runs, labels_of, pooled_curve, pooled_running, summary_rows
+from calql_robot.analysis.seeds import (find_runs, group_runs, labels_of, paired_rows, pooled_curve, pooled_running,
+                                        summary_rows)
 from calql_robot.run.runlog import encode_row
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,10 +23,10 @@ T_975_1 = 12.706204736174705
 
 
 def write_run(run_dir: Path, algo: str, evals: list[tuple[int, float]], regret: float | None, *, offline: int = 100,
-              online: int = 1000, bound: bool = True, domain: str = "pickplace_state") -> Path:
+              online: int = 1000, bound: bool = True, domain: str = "pickplace_state", seed: int = 0) -> Path:
     """A finished run directory as the entry points write one: config, summary, metrics."""
     run_dir.mkdir(parents=True)
-    config = {"algo": algo, "domain": domain, "learner": {"calql_bound": bound},
+    config = {"algo": algo, "domain": domain, "learner": {"calql_bound": bound}, "run": {"seed": seed},
               "loop": {"offline_steps": offline, "online_env_steps": online, "eval_episodes": 20}}
     (run_dir / "config.json").write_text(json.dumps(config))
     at_switch = [s for step, s in evals if step == offline]
@@ -50,9 +51,10 @@ def runs(tmp_path: Path) -> Path:
     for seed, (sw, a, b, final, regret) in enumerate([(0.6, 0.4, 0.5, 0.8, 0.3), (0.7, 0.7, 0.6, 1.0, 0.1),
                                                       (0.5, 0.6, 0.6, 0.9, 0.5)]):
         write_run(root / "calql" / f"seed{seed}", "calql", [(0, 0.0), (100, sw), (200, a), (300, b), (1100, final)],
-                  regret)
+                  regret, seed=seed)
     for seed, (sw, a, final) in enumerate([(0.8, 0.2, 0.6), (0.6, 0.6, 0.8)]):
-        write_run(root / "cql" / f"seed{seed}", "calql", [(100, sw), (200, a), (1100, final)], 0.4, bound=False)
+        write_run(root / "cql" / f"seed{seed}", "calql", [(100, sw), (200, a), (1100, final)], 0.4, bound=False,
+                  seed=seed)
     write_run(root / "bc" / "seed0", "bc", [(0, 0.0), (100, 0.45)], None, online=0)
     return root
 
@@ -93,6 +95,34 @@ def test_table_matches_the_hand_worked_numbers(runs: Path) -> None:
     assert bc["finetuned"].n == bc["dip"].n == bc["regret"].n == 0
 
 
+def test_paired_differences_match_the_hand_worked_numbers(runs: Path) -> None:
+    """CQL against Cal-QL on the seeds both ran (0 and 1; Cal-QL's seed 2 has no partner)."""
+    write_run(runs / "calql-again" / "seed2", "calql", [(100, 0.5), (1100, 0.9)], 0.5, seed=2)
+    rows, notes = paired_rows(group_runs(find_runs([runs])))
+    assert rows == [] and notes[0].startswith("pickplace-state calql: seed 2 in two runs")
+    (runs / "calql-again" / "seed2" / "summary.json").unlink()  # unfinished: not a run of the table
+    rows, notes = paired_rows(group_runs(find_runs([runs])))
+    by = {r["method"]: r for r in rows}
+    cql = by["cql"]
+    assert cql["seeds"] == [0, 1] and cql["reference"] == "calql"
+    # pre-trained: seed 0 0.8 - 0.6 = 0.2, seed 1 0.6 - 0.7 = -0.1: mean 0.05, sd 0.15 * sqrt(2)
+    assert cql["pretrained"].mean == pytest.approx(0.05)
+    assert cql["pretrained"].half == pytest.approx(T_975_1 * 0.15, rel=1e-6)
+    # fine-tuned: 0.6 - 0.8 = -0.2, 0.8 - 1.0 = -0.2: no spread
+    assert cql["finetuned"].mean == pytest.approx(-0.2) and cql["finetuned"].half == pytest.approx(0.0, abs=1e-12)
+    # dip: CQL -0.6 and 0, Cal-QL -0.2 and -0.1: differences -0.4 and 0.1
+    assert cql["dip"].mean == pytest.approx(-0.15)
+    assert cql["dip"].half == pytest.approx(T_975_1 * 0.25, rel=1e-6)
+    # regret: 0.4 - 0.3 = 0.1, 0.4 - 0.1 = 0.3
+    assert cql["regret"].mean == pytest.approx(0.2) and cql["regret"].n == 2
+    bc = by["bc"]  # offline only: pre-trained 0.45 - 0.6, nothing online to pair
+    assert bc["seeds"] == [0] and bc["pretrained"].mean == pytest.approx(-0.15)
+    assert bc["finetuned"].n == bc["dip"].n == bc["regret"].n == 0
+    assert notes == []
+    rows, notes = paired_rows(group_runs(find_runs([runs])), reference="iql")
+    assert rows == [] and notes == ["pickplace-state: no iql run to pair against"]
+
+
 def test_curves_pool_the_ith_evaluations_at_their_mean_step() -> None:
     """Online evaluations wait for their episode's end, so runs evaluate a few steps apart."""
     steps, mean, half = pooled_curve([[(0, 0.2), (510, 0.4), (1013, 0.6)], [(0, 0.4), (519, 0.8)]])
@@ -121,6 +151,10 @@ def test_cli_writes_table_csv_and_one_figure_per_task(runs: Path) -> None:
     assert table["bc"]["finetuned_mean"] == "" and table["bc"]["finetuned_n"] == "0"
     assert (runs / "analysis" / "table.md").read_text().count("\n") == 5
     assert (runs / "analysis" / "pickplace-state.png").stat().st_size > 10_000
+    assert "| pickplace-state | cql - calql | 0 1 | 0.05 ± 1.91 | -0.20 ± 0.00 | -0.15 ± 3.18 | 0.20 ± 1.27 |" \
+        in proc.stdout
+    paired = {r["method"]: r for r in csv.DictReader((runs / "analysis" / "paired.csv").open())}
+    assert paired["cql"]["seeds"] == "0 1" and float(paired["cql"]["regret_diff_mean"]) == pytest.approx(0.2)
     missing = subprocess.run([sys.executable, "-m", "calql_robot.analysis", str(runs / "nowhere")], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "nowhere: no such file or directory" in missing.stderr

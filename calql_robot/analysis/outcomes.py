@@ -35,6 +35,7 @@ class RunOutcome:
     evals: list[tuple[int, float]]  # (step, success rate) of every evaluation, in order
     switch_step: int
     eval_episodes: int = 0  # episodes per evaluation (its config's loop.eval_episodes)
+    seed: int | None = None  # its config's run.seed: the unit that pairs two methods' runs
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,8 +84,9 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2, early_steps: int | 
     # a run resumed after its switch has no offline_success in its summary; its metrics do
     at_switch = [s for step, s in evals if step == switch]
     offline = summary.get("offline_success", at_switch[-1] if at_switch else float("nan"))
+    seed = config.get("run", {}).get("seed")
     return RunOutcome(str(run_dir), float(offline), final, regret, dip(evals, switch, online, early_fraction), evals, switch,
-                      int(config["loop"].get("eval_episodes", 0)))
+                      int(config["loop"].get("eval_episodes", 0)), None if seed is None else int(seed))
 
 
 def t_quantile(p: float, df: int) -> float:

@@ -102,7 +102,7 @@ def summary_rows(groups: dict[str, dict[str, list[RunOutcome]]]) -> list[dict]:
     rows = []
     for task, methods in groups.items():
         for algo, runs in methods.items():
-            online = [o for o in runs if any(step > o.switch_step for step, _ in o.evals)]
+            online = [o for o in runs if has_online(o)]
             rows.append({"task": task, "method": algo, "runs": len(runs),
                          "pretrained": Stat.of([o.offline_success for o in runs]),
                          "finetuned": Stat.of([o.final_success for o in online]),
@@ -110,6 +110,11 @@ def summary_rows(groups: dict[str, dict[str, list[RunOutcome]]]) -> list[dict]:
                          "regret": Stat.of([o.regret for o in online]),
                          "wall_min": Stat.of([w / 60 for w in map(wall_s, (Path(o.run_dir) for o in runs)) if w is not None])})
     return rows
+
+
+def has_online(o: RunOutcome) -> bool:
+    """Whether the run evaluated after its switch (behaviour cloning does not)."""
+    return any(step > o.switch_step for step, _ in o.evals)
 
 
 def wall_s(run_dir: Path) -> float | None:
@@ -144,6 +149,100 @@ def csv_table(rows: list[dict]) -> str:
             cells += ["" if math.isnan(stat.mean) else f"{stat.mean:.6g}",
                       "" if math.isnan(stat.half) else f"{stat.half:.6g}", stat.n]
         writer.writerow([row["task"], row["method"], row["runs"], *cells])
+    return out.getvalue()
+
+
+PAIRED_COLUMNS = ("pretrained", "finetuned", "dip", "regret")
+PAIRED_KEYS = {"pretrained": "offline_success", "finetuned": "final_success", "dip": "dip", "regret": "regret"}
+
+
+def paired_rows(groups: dict[str, dict[str, list[RunOutcome]]], reference: str = "calql") -> tuple[list[dict], list[str]]:
+    """Each method against `reference` on the seeds both ran: per quantity, the mean of the
+    per-seed differences (method - reference) with a 95% t-interval over those seeds.
+
+    Why paired: runs of two methods with one seed share their data (the scripted episodes
+    are drawn from the run's seed) and, for the forks, their whole pre-training, so most of
+    the seed-to-seed spread is common to both; the interval of the differences is then much
+    narrower than the two unpaired intervals suggest (session 11: Cal-QL - CQL regret
+    -0.06 ± 0.05 paired, against 0.20 ± 0.22 and 0.26 ± 0.18 apart). Returns the rows and a
+    note per method that could not be paired (no common seed, a seed seen in two runs)."""
+    rows, notes = [], []
+    for task, methods in groups.items():
+        if reference not in methods:
+            notes.append(f"{task}: no {reference} run to pair against")
+            continue
+        ref, ref_note = _by_seed(methods[reference])
+        if ref_note:
+            notes.append(f"{task} {reference}: {ref_note}; nothing paired against it")
+            continue
+        for algo, runs in methods.items():
+            if algo == reference:
+                continue
+            mine, note = _by_seed(runs)
+            seeds = sorted(set(mine) & set(ref))
+            if note or not seeds:
+                notes.append(f"{task} {algo}: {note or 'no seed in common with ' + reference}")
+                continue
+            row = {"task": task, "method": algo, "reference": reference, "seeds": seeds}
+            for column in PAIRED_COLUMNS:
+                row[column] = Stat.of([_difference(_value(mine[s], column), _value(ref[s], column)) for s in seeds])
+            rows.append(row)
+    return rows, notes
+
+
+def _by_seed(runs: list[RunOutcome]) -> tuple[dict[int, RunOutcome], str]:
+    """seed -> run, or a note when a run has no recorded seed or two runs share one."""
+    found: dict[int, RunOutcome] = {}
+    for o in runs:
+        if o.seed is None:
+            return {}, f"{o.run_dir} records no run.seed"
+        if o.seed in found:
+            return {}, f"seed {o.seed} in two runs ({found[o.seed].run_dir}, {o.run_dir})"
+        found[o.seed] = o
+    return found, ""
+
+
+def _value(o: RunOutcome, column: str) -> float | None:
+    """A run's value in a paired column; None for the online columns of a run that has no
+    online phase (behaviour cloning), as in the main table."""
+    if column != "pretrained" and not has_online(o):
+        return None
+    return getattr(o, PAIRED_KEYS[column])
+
+
+def _difference(value: float | None, reference: float | None) -> float | None:
+    """value - reference, None where either is missing (a run without an online phase)."""
+    if value is None or reference is None or math.isnan(value) or math.isnan(reference):
+        return None
+    return float(value) - float(reference)
+
+
+def paired_markdown(rows: list[dict], notes: list[str]) -> str:
+    """The paired table as Markdown, with the notes of what was not paired."""
+    if not rows and not notes:
+        return ""
+    head = ["task", "method - reference", "seeds", "pre-trained success", "fine-tuned success", "dip", "regret"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        seeds = " ".join(map(str, row["seeds"]))
+        lines.append("| " + " | ".join([row["task"], f"{row['method']} - {row['reference']}", seeds,
+                                          *(row[c].text(2) for c in PAIRED_COLUMNS)]) + " |")
+    return "\n".join(lines + [f"not paired: {n}" for n in notes]) + "\n"
+
+
+def paired_csv(rows: list[dict]) -> str:
+    """The paired table as CSV: each difference's mean, interval half-width and number of seeds."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["task", "method", "reference", "seeds",
+                     *(f"{c}_diff_{s}" for c in PAIRED_COLUMNS for s in ("mean", "ci95", "n"))])
+    for row in rows:
+        cells = []
+        for c in PAIRED_COLUMNS:
+            stat = row[c]
+            cells += ["" if math.isnan(stat.mean) else f"{stat.mean:.6g}",
+                      "" if math.isnan(stat.half) else f"{stat.half:.6g}", stat.n]
+        writer.writerow([row["task"], row["method"], row["reference"], " ".join(map(str, row["seeds"])), *cells])
     return out.getvalue()
 
 
@@ -252,9 +351,11 @@ def task_figure(task: str, methods: dict[str, list[RunOutcome]], early_fraction:
     return fig
 
 
-def write_report(dirs: list[Path], out: Path, early_fraction: float = 0.2) -> str:
-    """Pool the finished runs at or under `dirs` into `out`: table.md, table.csv and one
-    figure per task; returns the Markdown table with a closing line saying what was written."""
+def write_report(dirs: list[Path], out: Path, early_fraction: float = 0.2, reference: str = "calql") -> str:
+    """Pool the finished runs at or under `dirs` into `out`: table.md, table.csv, the paired
+    differences against `reference` (paired.md, paired.csv; only where a task has
+    it) and one figure per task; returns the Markdown tables with a closing line saying
+    what was written."""
     runs = find_runs(dirs)
     if not runs:
         raise ConfigError(f"{' '.join(map(str, dirs))}: no finished run directory (config.json and summary.json) "
@@ -263,11 +364,21 @@ def write_report(dirs: list[Path], out: Path, early_fraction: float = 0.2) -> st
     rows = summary_rows(groups)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, text in (("table.md", markdown_table(rows)), ("table.csv", csv_table(rows))):
+    pairs, notes = paired_rows(groups, reference)
+    paired = paired_markdown(pairs, notes)
+    files = [("table.md", markdown_table(rows)), ("table.csv", csv_table(rows))]
+    if paired:
+        files += [("paired.md", paired), ("paired.csv", paired_csv(pairs))]
+    else:  # a table of an earlier call with other runs must not stand beside this one's
+        for name in ("paired.md", "paired.csv"):
+            (out / name).unlink(missing_ok=True)
+    for name, text in files:
         with replacing(out / name) as tmp:
             Path(tmp).write_text(text, encoding="utf-8")
     for task, methods in groups.items():
         fig = task_figure(task, methods, early_fraction)
         with replacing(out / f"{task}.png", ".png") as tmp:
             fig.savefig(tmp, format="png", dpi=110)
-    return markdown_table(rows) + f"{len(runs)} runs; wrote {out}/table.md, table.csv and {len(groups)} figure(s)\n"
+    written = ", ".join(name for name, _ in files)
+    return (markdown_table(rows) + (f"\npaired by seed against {reference}:\n{paired}" if paired else "")
+            + f"{len(runs)} runs; wrote {written} and {len(groups)} figure(s) in {out}\n")
