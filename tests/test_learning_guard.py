@@ -71,8 +71,11 @@ MAX_CALIBRATION_GAP = 60.0  # |Q(s0, pi(s0)) - realised return| on successes: 6 
 
 @pytest.fixture(scope="module")
 def guard_runs(tmp_path_factory) -> dict[str, Path]:
-    """Both guard runs, started together and waited for; their run directories."""
+    """Both guard runs, started together and waited for; their run directories. Their data
+    (the same 1,000 scripted episodes of seed 0) are collected once, on two workers, into
+    the state data cache both runs then read (`domains/pickplace_state_data.py`)."""
     base = tmp_path_factory.mktemp("guard")
+    collect_guard_data()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = {}
     for name, flags in PRESETS.items():
@@ -89,6 +92,22 @@ def guard_runs(tmp_path_factory) -> dict[str, Path]:
                 proc.kill()
                 proc.wait()
     return {name: base / name for name in PRESETS}
+
+
+def collect_guard_data() -> None:
+    """The presets' scripted data for seed 0 into the repository's cache (the runs' cwd)."""
+    from calql_robot.domains import pickplace_state_data as cache
+    from calql_robot.domains.pickplace_state import StateExperimentConfig, paper_preset
+
+    config = StateExperimentConfig()
+    assert paper_preset().data == config.data  # one dataset serves both runs
+    d, saved = config.data, cache.CACHE_DIR
+    cache.CACHE_DIR = ROOT / saved
+    try:
+        cache.state_episodes((config.target, config.distractor), d.episodes, noise=d.noise, p_wrong=d.p_wrong,
+                             p_drop=d.p_drop, seed=0, workers=2, progress=False)
+    finally:
+        cache.CACHE_DIR = saved
 
 
 def evaluations(run_dir: Path) -> list[dict]:

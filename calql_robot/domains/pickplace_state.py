@@ -27,6 +27,7 @@ from calql_robot.agents.sac import PRESETS as SAC_PRESETS
 from calql_robot.agents.sac import SACConfig
 from calql_robot.config import LoopConfig, RewardConfig, RunConfig
 from calql_robot.domains.base import Domain, obs_spec_of
+from calql_robot.domains.pickplace_state_data import state_episodes
 from calql_robot.errors import ConfigError
 from data.replay import EpisodeReplayBuffer
 from encoders.normalize import ObsNormalizer
@@ -36,7 +37,8 @@ N_OBJECTS = 5  # sim.objects.N_TASK_OBJECTS (not imported here: sim/ loads pybul
 
 @dataclass
 class ScriptedDataConfig:
-    """Offline data collected by the scripted policy."""
+    """Offline data collected by the scripted policy (kept in datasets/pickplace_state_<hash>.hdf5,
+    which later runs with the same settings and seed read instead of collecting again)."""
 
     episodes: int = 1000
     """Scripted episodes of the training task (BC on 200 reached 0.30 at best, on 1000 0.65-0.75)."""
@@ -146,17 +148,15 @@ def check_state_config(cfg: StateExperimentConfig) -> None:
 
 
 def build_state_domain(cfg: StateExperimentConfig) -> Domain:
-    """Collect the scripted data and load it, with MC returns, into an offline buffer."""
-    from sim.collect import collect_episodes
-
+    """Collect the scripted data (or read them from the cache, `pickplace_state_data`) and
+    load them, with MC returns, into an offline buffer."""
     def make_env():
         return make_state_env(cfg)
 
     check_state_config(cfg)
     d = cfg.data
-    episodes = collect_episodes([(cfg.target, cfg.distractor)], d.episodes, noise=d.noise, p_wrong=d.p_wrong,
-                                p_drop=d.p_drop, seed=cfg.run.seed, workers=d.workers, privileged=True,
-                                progress=cfg.run.progress)
+    episodes = state_episodes((cfg.target, cfg.distractor), d.episodes, noise=d.noise, p_wrong=d.p_wrong,
+                              p_drop=d.p_drop, seed=cfg.run.seed, workers=d.workers, progress=cfg.run.progress)
     probe = make_env()
     spec, action_dim = obs_spec_of(probe.observation_space), probe.action_space.shape[0]
     probe.close()
