@@ -89,6 +89,11 @@ class Stat:
         mean, half = mean_interval(kept)
         return cls(mean, half, len(kept))
 
+    def csv_cells(self) -> list:
+        """mean, half-width (empty where nan) and n, for a CSV row."""
+        return ["" if math.isnan(self.mean) else f"{self.mean:.6g}",
+                "" if math.isnan(self.half) else f"{self.half:.6g}", self.n]
+
     def text(self, digits: int = 2) -> str:
         if math.isnan(self.mean):
             return "-"
@@ -143,12 +148,7 @@ def csv_table(rows: list[dict]) -> str:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["task", "method", "runs", *(f"{c}_{s}" for c in COLUMNS for s in ("mean", "ci95", "n"))])
     for row in rows:
-        cells = []
-        for c in COLUMNS:
-            stat = row[c]
-            cells += ["" if math.isnan(stat.mean) else f"{stat.mean:.6g}",
-                      "" if math.isnan(stat.half) else f"{stat.half:.6g}", stat.n]
-        writer.writerow([row["task"], row["method"], row["runs"], *cells])
+        writer.writerow([row["task"], row["method"], row["runs"], *(x for c in COLUMNS for x in row[c].csv_cells())])
     return out.getvalue()
 
 
@@ -237,12 +237,8 @@ def paired_csv(rows: list[dict]) -> str:
     writer.writerow(["task", "method", "reference", "seeds",
                      *(f"{c}_diff_{s}" for c in PAIRED_COLUMNS for s in ("mean", "ci95", "n"))])
     for row in rows:
-        cells = []
-        for c in PAIRED_COLUMNS:
-            stat = row[c]
-            cells += ["" if math.isnan(stat.mean) else f"{stat.mean:.6g}",
-                      "" if math.isnan(stat.half) else f"{stat.half:.6g}", stat.n]
-        writer.writerow([row["task"], row["method"], row["reference"], " ".join(map(str, row["seeds"])), *cells])
+        writer.writerow([row["task"], row["method"], row["reference"], " ".join(map(str, row["seeds"])),
+                         *(x for c in PAIRED_COLUMNS for x in row[c].csv_cells())])
     return out.getvalue()
 
 
