@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
             "forks": args.forks,
             "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell}
     with RunLock(out).acquire():  # one driver per sweep directory
-        record = SweepRecord(out, grid, ["python", "sweep.py", *argv])
+        record = SweepRecord(out, grid, ["python", "sweep.py", *argv], keys=[c.key for c in cells])
         record.check_commands(cells)
         from calql_robot.sweep.runner import run_sweep
 

@@ -78,6 +78,23 @@ def test_a_cell_made_by_another_command_is_refused(tmp_path: Path) -> None:
         again.check_commands(other)
 
 
+def test_a_smaller_grid_counts_only_its_own_cells(tmp_path: Path) -> None:
+    """Re-run with an algorithm dropped: the old grid's never-started cells are forgotten,
+    its started ones stay in the record, and neither counts for the grid as it is now."""
+    old = {c.key: c for c in build_grid(tmp_path, ["calql", "bc"], ["pickplace-state"], [0, 1])}
+    record = SweepRecord(tmp_path, {}, ["sweep.py"], keys=list(old))
+    for key, state in (("pickplace-state/calql/seed0", "done"), ("pickplace-state/bc/seed0", "failed"),
+                       ("pickplace-state/calql/seed1", "pending"), ("pickplace-state/bc/seed1", "pending")):
+        record.set(old[key], state)
+    record.write()
+    assert record.counts() == {"pending": 2, "running": 0, "done": 1, "failed": 1}
+    new = build_grid(tmp_path, ["calql"], ["pickplace-state"], [0, 1])
+    again = SweepRecord(tmp_path, {}, ["sweep.py"], keys=[c.key for c in new])
+    assert set(again.data["cells"]) == {"pickplace-state/calql/seed0", "pickplace-state/bc/seed0",
+                                        "pickplace-state/calql/seed1"}
+    assert again.counts() == {"pending": 1, "running": 0, "done": 1, "failed": 0}
+
+
 def test_sweep_cli_errors_are_one_line(tmp_path: Path) -> None:
     for argv, message in ((["--algos", "nope", "--out", str(tmp_path)], "--algos: unknown algorithm 'nope'"),
                           (["--algos", "bc", "--out", str(tmp_path), "--cpus-per-cell", "0"],

@@ -36,15 +36,24 @@ def cell_identity(command: list[str] | tuple[str, ...]) -> list[str]:
 
 
 class SweepRecord:
-    """The sweep's record, loaded from an earlier run of the same sweep when there is one."""
+    """The sweep's record, loaded from an earlier run of the same sweep when there is one.
 
-    def __init__(self, out: Path, grid: dict[str, Any], argv: list[str]) -> None:
+    `keys` are the cells of the grid as given now. A directory re-run with a smaller grid
+    (an algorithm dropped) keeps the entries of the earlier grid's started cells, whose runs
+    are on disk, but forgets those that never started; the counts, the progress line and the
+    exit status are the current grid's only (an old failed cell does not fail a new grid)."""
+
+    def __init__(self, out: Path, grid: dict[str, Any], argv: list[str], keys: list[str] | None = None) -> None:
         self.path = Path(out) / SWEEP_FILE
         old = self._load()
+        self.keys = None if keys is None else set(keys)
+        cells = old.get("cells", {})
+        if self.keys is not None:
+            cells = {k: v for k, v in cells.items() if k in self.keys or v.get("state") != "pending"}
         self.data: dict[str, Any] = {"grid": grid, "argv": argv, "code": provenance(),
                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                      "runs_of_this_sweep": old.get("runs_of_this_sweep", 0) + 1,
-                                     "cells": old.get("cells", {})}
+                                     "cells": cells}
 
     def _load(self) -> dict[str, Any]:
         if not self.path.is_file():
@@ -75,7 +84,8 @@ class SweepRecord:
             entry.pop("error", None)
 
     def counts(self) -> dict[str, int]:
-        states = [c.get("state") for c in self.data["cells"].values()]
+        """Cells per state, over the current grid's cells."""
+        states = [c.get("state") for k, c in self.data["cells"].items() if self.keys is None or k in self.keys]
         return {s: states.count(s) for s in STATES}
 
     def write(self) -> None:
