@@ -201,7 +201,7 @@ class Trainer:
         state = {"learner": self.learner.state_dict(), "online_buffer": self.online.state_dict(),
                  "counters": {**self.counters.__dict__}, "rng": capture_rng_state(self.rng),
                  "window": {k: [float(v) for v in values] for k, values in self._window.items()},
-                 "metrics_rows": self.logger.rows}
+                 "metrics_rows": self.logger.rows, "wall_s": time.time() - self._start}
         return save_run_checkpoint(self.ckpt_dir, state, self.step)
 
     def _check_stop(self) -> None:
@@ -229,6 +229,9 @@ class Trainer:
         path, state = found
         self._restore(path, state, with_online_buffer=True)
         self._window = defaultdict(list, {k: list(v) for k, v in state.get("window", {}).items()})
+        # the run's own clock goes on from the checkpoint (its sessions, not the time it lay
+        # stopped); checkpoints written before it was saved start a resumed session at 0
+        self._start = time.time() - float(state.get("wall_s", 0.0))
         if "metrics_rows" in state:  # exact, also for a stop between two rows of one step
             self.logger.truncate_rows(state["metrics_rows"])
         else:

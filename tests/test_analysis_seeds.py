@@ -123,6 +123,17 @@ def test_paired_differences_match_the_hand_worked_numbers(runs: Path) -> None:
     assert rows == [] and notes == ["pickplace-state: no iql run to pair against"]
 
 
+def test_the_wall_of_a_run_resumed_with_a_restarted_clock_adds_its_sessions(tmp_path: Path) -> None:
+    from calql_robot.analysis.seeds import wall_s
+
+    run = tmp_path / "r"
+    run.mkdir()
+    walls = [5.0, 60.0, 120.0, 4.0, 50.0, 3.0, 30.0]  # clock restarted twice: 120 + 50 + 30
+    (run / "metrics.jsonl").write_text("\n".join(encode_row({"progress/wall_s": w}, i, "offline", 0.0)
+                                                 for i, w in enumerate(walls)) + "\n")
+    assert wall_s(run) == pytest.approx(200.0)
+
+
 def test_curves_pool_the_ith_evaluations_at_their_mean_step() -> None:
     """Online evaluations wait for their episode's end, so runs evaluate a few steps apart."""
     steps, mean, half = pooled_curve([[(0, 0.2), (510, 0.4), (1013, 0.6)], [(0, 0.4), (519, 0.8)]])

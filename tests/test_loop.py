@@ -125,6 +125,9 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path: Path, monkeypatch
     assert_same_runs(tmp_path / "a", tmp_path / "b", summary_a, summary_b)
     sessions = json.loads((tmp_path / "b" / "run_info.json").read_text())["sessions"]
     assert len(sessions) == 2, "a resume appends its own entry to run_info.json"
+    # the run's own clock goes on from the checkpoint instead of starting again at 0
+    walls = [r["progress/wall_s"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "progress/wall_s" in r]
+    assert walls == sorted(walls), walls
 
 
 def assert_same_runs(dir_a: Path, dir_b: Path, summary_a: dict, summary_b: dict) -> None:

@@ -123,10 +123,18 @@ def has_online(o: RunOutcome) -> bool:
 
 
 def wall_s(run_dir: Path) -> float | None:
-    """The run's own wall clock at its last row (`progress/wall_s`; a resumed run's counts
-    its sessions, not the time it lay stopped)."""
-    walls = [r["progress/wall_s"] for r in read_metrics(run_dir / "metrics.jsonl") if "progress/wall_s" in r]
-    return float(walls[-1]) if walls else None
+    """The run's own wall clock at its last row (`progress/wall_s`): its sessions, not the
+    time it lay stopped. Runs resumed before the loop carried its clock over from the
+    checkpoint started each session's clock at 0; each such restart adds the clock of the
+    last row before it."""
+    walls = [float(r["progress/wall_s"]) for r in read_metrics(run_dir / "metrics.jsonl") if "progress/wall_s" in r]
+    if not walls:
+        return None
+    total = 0.0
+    for before, after in zip(walls, walls[1:]):
+        if after < before:
+            total += before
+    return total + walls[-1]
 
 
 COLUMNS = ("pretrained", "finetuned", "dip", "regret", "wall_min")
