@@ -123,6 +123,24 @@ def test_paired_differences_match_the_hand_worked_numbers(runs: Path) -> None:
     assert rows == [] and notes == ["pickplace-state: no iql run to pair against"]
 
 
+def test_an_evaluation_due_inside_the_dip_window_counts_though_it_landed_after(tmp_path: Path) -> None:
+    """The visual preset: 2,500 online env steps, evaluations due every 500 but run when the
+    episode ends (+513); the dip window is the first 500 env steps."""
+    from calql_robot.analysis.outcomes import due_steps, read_outcome
+
+    run = write_run(tmp_path / "v", "calql", [(100, 0.5), (613, 0.2), (1109, 0.6), (2604, 0.7)], 0.5,
+                    online=2500)
+    config = json.loads((run / "config.json").read_text())
+    config["loop"]["eval_every"] = 500
+    (run / "config.json").write_text(json.dumps(config))
+    assert read_outcome(run).dip == pytest.approx(0.2 - 0.5)
+    assert due_steps([(100, 0.5), (613, 0.2), (1109, 0.6), (2604, 0.7)], 100, {"eval_every": 500}) == [
+        (100, 0.5), (600, 0.2), (1100, 0.6), (2600, 0.7)]
+    # marks of eval_at come first: due at +100 and +250, then the multiples of 1000
+    assert due_steps([(210, 0.1), (362, 0.2), (1115, 0.3)], 100, {"eval_every": 1000, "eval_at": [100, 250]}) == [
+        (200, 0.1), (350, 0.2), (1100, 0.3)]
+
+
 def test_the_wall_of_a_run_resumed_with_a_restarted_clock_adds_its_sessions(tmp_path: Path) -> None:
     from calql_robot.analysis.seeds import wall_s
 

@@ -1,9 +1,9 @@
 """Reading finished runs: success at the switch and at the end, the dip, regret, curves.
 
 The dip is the paper's "unlearning" measure (Nakamoto et al. 2023, Sec. 6): the lowest
-evaluation success within the first `early_fraction` of online env steps minus the success
-at the switch (negative when fine-tuning first loses what pre-training gave; 0 when it does
-not). Used by `bench/learning.py` and the comparison in RESULTS.md.
+evaluation success within the first `early_fraction` of online env steps (evaluations
+counted at the step they were due, `due_steps`) minus the success at the switch (negative
+when fine-tuning first loses what pre-training gave; 0 when it does not). Used by `bench/learning.py` and the comparison in RESULTS.md.
 
 Across seeds, `group_table` reports each quantity as a mean with a 95% Student-t interval
 over the runs (seeds are the unit: evaluation episodes within a run are not independent
@@ -57,6 +57,21 @@ def dip(evals: list[tuple[int, float]], switch: int, online_steps: int, early_fr
     return min(0.0, min(early) - at_switch[-1])
 
 
+def due_steps(evals: list[tuple[int, float]], switch: int, loop: dict) -> list[tuple[int, float]]:
+    """Each online evaluation at the step its schedule made it due (`loop.next_eval_step`:
+    the last multiple of `eval_every` or mark of `eval_at` it had reached), for the dip's
+    window: an evaluation waits for the running episode to end, so one due at +500 lands
+    at +510 or so, and a window of the first 500 online env steps must still count it."""
+    every, at = int(loop.get("eval_every") or 0), [int(m) for m in loop.get("eval_at") or ()]
+    out = []
+    for step, success in evals:
+        offset = step - switch
+        marks = [m for m in at if m <= offset] + ([offset // every * every] if every > 0 else [])
+        mark = max(marks, default=0)
+        out.append((switch + mark if offset > 0 and mark > 0 else step, success))
+    return out
+
+
 def read_outcome(run_dir: Path, early_fraction: float = 0.2, early_steps: int | None = None,
                  horizon: int | None = None) -> RunOutcome:
     """A finished run's outcome from its summary.json, config.json and metrics.jsonl.
@@ -85,7 +100,8 @@ def read_outcome(run_dir: Path, early_fraction: float = 0.2, early_steps: int | 
     at_switch = [s for step, s in evals if step == switch]
     offline = summary.get("offline_success", at_switch[-1] if at_switch else float("nan"))
     seed = config.get("run", {}).get("seed")
-    return RunOutcome(str(run_dir), float(offline), final, regret, dip(evals, switch, online, early_fraction), evals, switch,
+    due = due_steps(evals, switch, config["loop"])
+    return RunOutcome(str(run_dir), float(offline), final, regret, dip(due, switch, online, early_fraction), evals, switch,
                       int(config["loop"].get("eval_episodes", 0)), None if seed is None else int(seed))
 
 
