@@ -23,13 +23,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calql_robot.domains.pickplace_data import CACHE_DIR, HASH_CHARS
 from calql_robot.run.provenance import provenance
 from data.episodes_hdf5 import DatasetFormatError, read_episodes, write_episodes
 
-CACHE_DIR = Path("datasets")
-"""Where collected datasets are kept (the visual domain's, `pickplace_data.CACHE_DIR`)."""
 SIM_DIR = Path(__file__).resolve().parents[2] / "sim"
-HASH_CHARS = 10
 
 
 def sim_source_digest() -> str:
