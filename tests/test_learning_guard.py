@@ -101,13 +101,9 @@ def collect_guard_data() -> None:
 
     config = StateExperimentConfig()
     assert paper_preset().data == config.data  # one dataset serves both runs
-    d, saved = config.data, cache.CACHE_DIR
-    cache.CACHE_DIR = ROOT / saved
-    try:
-        cache.state_episodes((config.target, config.distractor), d.episodes, noise=d.noise, p_wrong=d.p_wrong,
-                             p_drop=d.p_drop, seed=0, workers=2, progress=False)
-    finally:
-        cache.CACHE_DIR = saved
+    d = config.data
+    cache.state_episodes((config.target, config.distractor), d.episodes, noise=d.noise, p_wrong=d.p_wrong,
+                         p_drop=d.p_drop, seed=0, workers=2, progress=False, cache_dir=ROOT / cache.CACHE_DIR)
 
 
 def evaluations(run_dir: Path) -> list[dict]:

@@ -105,3 +105,11 @@ def test_a_run_on_cached_data_repeats_the_collecting_run(tmp_path: Path) -> None
         assert len(a) > 5 and any("train/critic_loss" in r for r in a) and a == b
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_a_named_cache_folder_is_used_instead_of_the_default(in_tmp: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    episodes = cache.state_episodes((0, 1), 2, **SETTINGS, cache_dir=elsewhere)
+    assert len(list(elsewhere.glob("pickplace_state_*.hdf5"))) == 1
+    assert not in_tmp.exists()  # the default folder was not touched
+    same_episodes(episodes, cache.state_episodes((0, 1), 2, **SETTINGS, cache_dir=elsewhere))

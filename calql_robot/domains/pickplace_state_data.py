@@ -47,18 +47,20 @@ def collection_key(task: tuple[int, int], episodes: int, noise: float, p_wrong: 
     return json.loads(json.dumps(key))
 
 
-def cache_path(key: dict[str, Any]) -> Path:
-    """datasets/pickplace_state_<hash of the key>.hdf5."""
+def cache_path(key: dict[str, Any], cache_dir: Path | None = None) -> Path:
+    """CACHE_DIR/pickplace_state_<hash of the key>.hdf5 (or under `cache_dir`)."""
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:HASH_CHARS]
-    return CACHE_DIR / f"pickplace_state_{name}.hdf5"
+    return (CACHE_DIR if cache_dir is None else cache_dir) / f"pickplace_state_{name}.hdf5"
 
 
 def state_episodes(task: tuple[int, int], episodes: int, *, noise: float, p_wrong: float, p_drop: float,
-                   seed: int, workers: int, progress: bool) -> list[dict]:
+                   seed: int, workers: int, progress: bool, cache_dir: Path | None = None) -> list[dict]:
     """The scripted episodes of `sim.collect.collect_episodes(..., privileged=True)`, read
-    from the cache when it holds them, else collected and cached."""
+    from the cache when it holds them, else collected and cached. `cache_dir` defaults to
+    the runs' relative `datasets/` (CACHE_DIR); a caller whose cwd is not the runs' (the
+    learning guard's fixture) names the folder instead."""
     key = collection_key(task, episodes, noise, p_wrong, p_drop, seed)
-    path = cache_path(key)
+    path = cache_path(key, cache_dir)
     cached = _read(path, key)
     if cached is not None:
         print(f"offline data: read from {path}", flush=True)
