@@ -16,6 +16,7 @@ from calql_robot.run.checkpoint import save_run_checkpoint
 from calql_robot.agents.base import AgentSpec
 from calql_robot.agents.calql_learner import CalQLLearner
 from calql_robot.config import from_dict, to_dict
+from calql_robot.errors import ConfigError
 from calql_robot.policy_io import load_policy, read_run_config
 from calql_robot.domains.pickplace_state import StateExperimentConfig
 from calql_robot.domains.pickplace_visual import PRESETS, VisualExperimentConfig
@@ -81,6 +82,21 @@ def test_rollout_matches_the_runs_final_evaluation(run, tmp_path, monkeypatch):
                                                                                           rel=1e-5)
     want = loaded.learner.act({k: v[:-1] for k, v in obs.items()}, deterministic=True)
     np.testing.assert_allclose(episode["actions"], want, atol=1e-5)
+
+
+def test_no_video_counts_the_same_episodes_and_writes_nothing(run, tmp_path, capsys):
+    """--no-video plays the very episodes a recorded rollout plays (same success and return)
+    and leaves no file; asking it for an --output or a GIF is a one-line error."""
+    run_dir, _ = run
+    recorded = rollout(RolloutConfig(run_dir=str(run_dir), episodes=2, hold=0, output=str(tmp_path / "r.mp4")))
+    before = sorted(p for p in run_dir.rglob("*") if p.is_file())
+    counted = rollout(RolloutConfig(run_dir=str(run_dir), episodes=2, video=False))
+    assert (counted["success_rate"], counted["mean_return"]) == (recorded["success_rate"], recorded["mean_return"])
+    assert counted["video"] is None and sorted(p for p in run_dir.rglob("*") if p.is_file()) == before
+    assert "video" not in capsys.readouterr().out.splitlines()[-1]
+    for bad in ({"output": str(tmp_path / "x.mp4")}, {"gif": True}):
+        with pytest.raises(ConfigError, match="--no-video writes no file"):
+            rollout(RolloutConfig(run_dir=str(run_dir), episodes=1, video=False, **bad))
 
 
 def test_loaded_visual_policy_equals_the_checkpoint(run):
