@@ -16,7 +16,9 @@ Scheduling: a local Ray instance with --num-cpus CPUs (default: all cores) unles
 names a running cluster (every node must see the repository and OUT at the same paths).
 Each cell reserves --cpus-per-cell CPUs and runs that many torch threads, so cells never
 oversubscribe the cores; --gpus-per-cell may be fractional (0.5: two cells per GPU) - a
-scheduling hint to Ray, not memory isolation.
+scheduling hint to Ray, not memory isolation. A local instance's cells run at sweep.py's
+own niceness (Ray's default would add 15): `nice -n 10 python sweep.py ...` for a sweep that
+yields the CPU to other work.
 """
 
 from __future__ import annotations

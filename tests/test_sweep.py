@@ -157,6 +157,9 @@ def test_a_killed_sweep_resumes_with_the_same_command(tmp_path: Path) -> None:
     assert {k: v["state"] for k, v in record["cells"].items()} == {
         f"pickplace-state/{a}/seed{s}": "done" for a in ("bc", "calql") for s in (0, 1)}
     assert record["code"]["git_commit"] is None or len(record["code"]["git_commit"]) == 40
+    # the cells ran at the driver's niceness (this process's), not Ray's worker default of +15
+    sessions = json.loads((calql0 / "run_info.json").read_text())["sessions"]
+    assert [s["niceness"] for s in sessions] == [os.nice(0)] * 2
     # the finished cell was not run again
     assert _sessions(bc0) == 1
     assert bc0.with_suffix(".log").read_text().count("$ python") == 1

@@ -57,7 +57,7 @@ def session_info(precision: str, device: str) -> dict[str, Any]:
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **provenance(), "host": socket.gethostname(),
             "cpu": cpu_model(), "cpus": os.cpu_count(), "device": device, "precision": precision,
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "argv": sys.argv}
+            "niceness": os.nice(0) if hasattr(os, "nice") else None, "argv": sys.argv}
 
 
 def record_session(run_dir: Path, info: dict[str, Any]) -> None:

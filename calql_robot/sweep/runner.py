@@ -13,6 +13,7 @@ driver is killed, Ray ends its workers and their children with them (seen here: 
 outlived a SIGKILLed driver, and none had time to write a checkpoint of its own); the child
 also asks for SIGTERM when its worker dies (Linux `PR_SET_PDEATHSIG`) as a second guard.
 The re-run resumes each cell from its latest periodic checkpoint (`tests/test_sweep.py`).
+A local instance's cells run at sweep.py's own niceness, not Ray's +15 (`_worker_niceness`).
 
 On a cluster every node must see the repository and `--out` at the same paths (a shared
 filesystem); the cells' commands are relative to the repository root.
@@ -20,6 +21,7 @@ filesystem); the cells' commands are relative to the repository root.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from calql_robot.sweep.grid import Cell, progress_of
 from calql_robot.sweep.record import SweepRecord
@@ -42,6 +44,31 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass  # not Linux: the child outlives a killed worker, and its run lock names it on re-run
+
+
+NICENESS_ENV = "RAY_worker_niceness"
+"""Ray's setting for how much its workers add to the raylet's niceness (default 15)."""
+
+
+@contextlib.contextmanager
+def _worker_niceness(increment: str) -> Iterator[None]:
+    """Start a local Ray instance whose workers run at sweep.py's own niceness.
+
+    Ray starts its task workers at niceness +15 by default, so a local sweep's cells yielded
+    the CPU to anything else on the machine (a user's tests slowed a sweep without warning,
+    and the sweep's walls depended on it; BENCHMARKS.md, session 12). The increment is 0
+    unless the user set RAY_worker_niceness; `nice -n 10 python sweep.py ...` still makes a
+    polite sweep. A cluster (`--address`) keeps the niceness it was started with. The
+    variable is read when the instance starts, and restored after it."""
+    saved = os.environ.get(NICENESS_ENV)
+    os.environ[NICENESS_ENV] = increment
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(NICENESS_ENV, None)
+        else:
+            os.environ[NICENESS_ENV] = saved
 
 
 def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
@@ -92,7 +119,8 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
+        with _worker_niceness(os.environ.get(NICENESS_ENV, "0")):
+            ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
     slots = cell_slots(ray.cluster_resources(), cpus_per_cell, gpus_per_cell)
     queue, refs = list(todo), {}
