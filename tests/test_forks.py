@@ -52,6 +52,24 @@ def test_a_fork_repeats_the_full_run_exactly(tmp_path: Path, fork: str) -> None:
     assert json.loads((forked / "config.json").read_text())["algo"] == fork
 
 
+def test_a_fixed_weight_online_repeats_a_no_lagrange_fork_of_the_lagrange_run(tmp_path: Path) -> None:
+    """`--learner.no-lagrange-online` is, in one run, what session 13 measured as forks:
+    the Lagrange pre-training fine-tuned with `--learner.no-lagrange` from its switch."""
+    source = tmp_path / "source"
+    assert train(source).returncode == 0  # the state preset tunes alpha' (lagrange)
+    full, forked = tmp_path / "full", tmp_path / "fork"
+    done = train(full, "--learner.no-lagrange-online")
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = train(forked, "--learner.no-lagrange", "--run.finetune-from", str(source))
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, b = rows(full), rows(forked)
+    assert len(a) == len(b) > 10 and a == b
+    offline = [r["train/alpha_prime"] for r in a if "train/alpha_prime" in r and r["step"] <= 40]
+    online = [r["train/alpha_prime"] for r in a if "train/alpha_prime" in r and r["step"] > 40]
+    assert offline and min(offline) > 0 and online and set(online) == {0.0}  # tuned offline, none online
+    assert rows(source) != a  # and the source's own online phase (the multiplier kept) is another
+
+
 def test_a_fork_of_another_agents_pre_training_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "source"
     assert train(source, "--algo", "iql").returncode == 0

@@ -103,8 +103,9 @@ def logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 def reference_losses(learner: CalQLLearner, batch: dict, seed: int, bound: bool,
-                     weight: float) -> dict[str, float]:
+                     weight: float, lagrange: bool | None = None) -> dict[str, float]:
     cfg = learner.cfg
+    lagrange = cfg.lagrange if lagrange is None else lagrange
     k = cfg.backup_k if cfg.max_target_backup else 1
     noise = draw_noise(seed, cfg.cql_n_actions, k)
     s = batch["observations"].astype(np.float64)
@@ -147,7 +148,7 @@ def reference_losses(learner: CalQLLearner, batch: dict, seed: int, bound: bool,
         ood = cfg.cql_temp * logsumexp(cat / cfg.cql_temp, axis=0)
         diffs.append(np.mean(np.clip(ood - q_data, cfg.cql_clip_min, cfg.cql_clip_max)))
         bellmans.append(np.mean((q_data - y) ** 2))
-    if cfg.lagrange:
+    if lagrange:
         ap = min(max(math.exp(learner.log_alpha_prime.item()), 0.0), 1e6)
         cql = [ap * weight * (dv - cfg.target_action_gap) for dv in diffs]
         out["alpha_prime"] = -float(np.mean(cql))
@@ -205,6 +206,28 @@ def test_online_settings_switch_weight_and_bound() -> None:
     batch = make_batch()
     want = reference_losses(learner, batch, 5, bound=False, weight=0.5)
     assert torch_losses(learner, batch, 5)["critic"] == pytest.approx(want["critic"], rel=1e-4)
+
+
+def test_lagrange_online_off_fixes_the_weight_after_the_switch() -> None:
+    """`lagrange_online=False`: alpha' scales the CQL term offline only; online the critic
+    loss is the fixed weight's (NumPy), and alpha' has no loss and is not stepped."""
+    learner = make_learner(small_cfg(lagrange=True, lagrange_online=False, cql_weight_online=0.5))
+    batch = make_batch()
+    assert learner.settings().lagrange
+    want = reference_losses(learner, batch, 9, bound=True, weight=2.0, lagrange=True)
+    assert torch_losses(learner, batch, 9)["critic"] == pytest.approx(want["critic"], rel=1e-4)
+    learner.set_online(True)
+    assert not learner.settings().lagrange and learner.settings().cql_weight == 0.5
+    want = reference_losses(learner, batch, 9, bound=True, weight=0.5, lagrange=False)
+    got = torch_losses(learner, batch, 9)
+    assert got["critic"] == pytest.approx(want["critic"], rel=1e-4) and got["alpha_prime"] == 0.0
+    before = learner.log_alpha_prime.detach().clone()
+    for _ in range(3):
+        learner.update(batch)
+    assert torch.equal(learner.log_alpha_prime.detach(), before)
+    kept = make_learner(small_cfg(lagrange=True, cql_weight_online=0.5))
+    kept.set_online(True)
+    assert kept.settings().lagrange  # the default keeps the multiplier online
 
 
 def test_bound_rate_counts_policy_values_below_return() -> None:

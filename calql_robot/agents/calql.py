@@ -84,6 +84,12 @@ class CalQLConfig:
     the regulariser is not computed at all: the critic loss is the Bellman error alone."""
     lagrange: bool = False
     """Tune alpha' by dual ascent towards target_action_gap (AntMaze)."""
+    lagrange_online: bool = True
+    """With `lagrange`: keep tuning alpha' during fine-tuning. False holds the CQL weight
+    fixed online at cql_weight_online (None: cql_weight), with no alpha' (the paper's visual
+    setting has no multiplier; the visual cpu preset pre-trains with it and fine-tunes
+    without it: RESULTS.md, session 13). The same online phase as a fork with
+    `--learner.no-lagrange` from the switch (tests/test_forks.py)."""
     target_action_gap: float = 0.8
     """Gap the Lagrange version holds the CQL difference to."""
     cql_clip_min: float = -math.inf
@@ -234,10 +240,14 @@ def _visual_cpu() -> CalQLConfig:
     Cal-QL): trained by the critic loss alone, the features left the actor's arm unable to
     find the cube (0.10 at the switch, 0 after fine-tuning, 3 seeds); at 3000 the two
     gradients on the encoder are about equal and the same runs reached 0.30 and 0.23
-    (RESULTS.md, session 5)."""
+    (RESULTS.md, session 5). Online the weight is held fixed at 5 (`lagrange_online=False`,
+    the paper's visual setting has no multiplier): the multiplier kept falling online
+    (effective weight 2.4 -> 1.5) and, forked from the same 5 pre-trainings, the fixed
+    weight ended higher on every seed (0.53 against 0.41 over 100 episodes, paired
+    +0.12 ± 0.09) with the same regret (RESULTS.md, session 13)."""
     return dataclasses.replace(_visual_paper(), cql_weight_online=None, actor_lr=1e-3, lagrange=True,
-                               target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True, td3bc_alpha=0.4,
-                               bc_encoder_weight=3000.0)
+                               lagrange_online=False, target_action_gap=0.8, cql_n_actions=4, discrete_gripper=True,
+                               td3bc_alpha=0.4, bc_encoder_weight=3000.0)
 
 
 PRESETS: dict[str, Callable[[], CalQLConfig]] = {
@@ -406,6 +416,9 @@ class UpdateSettings:
     encoder_bc: bool = True
     """Apply the config's encoder BC loss (`bc_encoder_weight`) in this phase (off online
     with `bc_online=False`)."""
+    lagrange: bool = False
+    """Scale the CQL term by the tuned alpha' in this phase (`lagrange`, and online also
+    `lagrange_online`); False: the fixed weight alone."""
 
     @property
     def conservative(self) -> bool:
@@ -542,7 +555,7 @@ def conservative_gap(f: Features, sets: PolicySets, y: torch.Tensor, batch: dict
     diff, ood = cql_difference(q_data, q_rand, q_cur, q_nxt, sets.logp_cur, sets.logp_nxt, f.actions.shape[1],
                                cfg.importance_sample, cfg.cql_temp, cfg.cql_clip_min, cfg.cql_clip_max)
     bellman = bellman_error(q_data, y)
-    alpha_prime = clipped_alpha_prime(nets.log_alpha_prime) if cfg.lagrange else None
+    alpha_prime = clipped_alpha_prime(nets.log_alpha_prime) if settings.lagrange else None
     cql = cql_penalty(diff, settings.cql_weight, alpha_prime, cfg.target_action_gap)
     losses = {"critic": (bellman + cql).sum(),
               "alpha_prime": (alpha_prime_loss(alpha_prime, diff, settings.cql_weight, cfg.target_action_gap)

@@ -93,17 +93,19 @@ class CalQLLearner:
 
     # ------------------------------------------------------------------ training
     def set_online(self, online: bool) -> None:
-        """Switch to the fine-tuning settings (CQL weight, bound on/off)."""
+        """Switch to the fine-tuning settings (CQL weight, bound on/off, multiplier on/off)."""
         self.online = online
 
     def settings(self) -> UpdateSettings:
         """This phase's CQL weight and bound, the actor's TD3+BC alpha and the discount."""
         cfg = self.cfg
         if not self.online:
-            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.td3bc_alpha, self.discount, self.failure_return)
+            return UpdateSettings(cfg.cql_weight, cfg.calql_bound, cfg.td3bc_alpha, self.discount, self.failure_return,
+                                  lagrange=cfg.lagrange)
         weight = cfg.cql_weight if cfg.cql_weight_online is None else cfg.cql_weight_online
         return UpdateSettings(weight, cfg.calql_bound and cfg.calibrate_online, cfg.td3bc_alpha if cfg.bc_online else None,
-                              self.discount, self.failure_return, encoder_bc=cfg.bc_online)
+                              self.discount, self.failure_return, encoder_bc=cfg.bc_online,
+                              lagrange=cfg.lagrange and cfg.lagrange_online)
 
     @property
     def needs_returns(self) -> bool:
@@ -157,8 +159,10 @@ class CalQLLearner:
         with forward_precision(self.precision, self.device):
             losses, metrics = compute_losses(batch, self.nets(), self.cfg, settings, self.augment)
         metrics.update(reference_metrics)
-        # without a CQL term alpha' has nothing to follow: its Adam moments must not move it either
-        optimizers = [opt for name, opt in self.optimizers.items() if settings.conservative or name != "alpha_prime"]
+        # without a CQL term, or without the multiplier in this phase, alpha' has nothing to
+        # follow: its Adam moments must not move it either
+        optimizers = [opt for name, opt in self.optimizers.items()
+                      if (settings.conservative and settings.lagrange) or name != "alpha_prime"]
         apply_losses(losses, optimizers, self.num_updates)
         self._update_target()
         self.num_updates += 1
