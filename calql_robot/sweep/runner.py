@@ -51,24 +51,23 @@ NICENESS_ENV = "RAY_worker_niceness"
 
 
 @contextlib.contextmanager
-def _worker_niceness(increment: str) -> Iterator[None]:
+def _worker_niceness() -> Iterator[None]:
     """Start a local Ray instance whose workers run at sweep.py's own niceness.
 
     Ray starts its task workers at niceness +15 by default, so a local sweep's cells yielded
     the CPU to anything else on the machine (a user's tests slowed a sweep without warning,
-    and the sweep's walls depended on it; BENCHMARKS.md, session 12). The increment is 0
-    unless the user set RAY_worker_niceness; `nice -n 10 python sweep.py ...` still makes a
-    polite sweep. A cluster (`--address`) keeps the niceness it was started with. The
-    variable is read when the instance starts, and restored after it."""
-    saved = os.environ.get(NICENESS_ENV)
-    os.environ[NICENESS_ENV] = increment
+    and the sweep's walls depended on it; BENCHMARKS.md, session 12). The increment is set
+    to 0 for the instance's start unless the user set RAY_worker_niceness; `nice -n 10
+    python sweep.py ...` still makes a polite sweep. A cluster (`--address`) keeps the
+    niceness it was started with."""
+    if NICENESS_ENV in os.environ:  # the user's own choice
+        yield
+        return
+    os.environ[NICENESS_ENV] = "0"
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop(NICENESS_ENV, None)
-        else:
-            os.environ[NICENESS_ENV] = saved
+        os.environ.pop(NICENESS_ENV, None)
 
 
 def run_cell_process(argv: list[str], log: str, threads: int) -> dict[str, Any]:
@@ -119,7 +118,7 @@ def run_sweep(cells: list[Cell], record: SweepRecord, *, address: str | None, nu
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     else:
-        with _worker_niceness(os.environ.get(NICENESS_ENV, "0")):
+        with _worker_niceness():
             ray.init(num_cpus=num_cpus, num_gpus=None, include_dashboard=False, log_to_driver=False)
     task = ray.remote(run_cell_process).options(num_cpus=cpus_per_cell, num_gpus=gpus_per_cell, max_retries=0)
     slots = cell_slots(ray.cluster_resources(), cpus_per_cell, gpus_per_cell)
