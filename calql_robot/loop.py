@@ -45,6 +45,7 @@ from calql_robot.run.plots import has_calibration_metrics, plot_calibration, plo
 from calql_robot.run.runlog import RunLogger
 from calql_robot.run.stopping import StopRequest
 from calql_robot.run.video import VideoRecorder
+from calql_robot.schedule import next_eval_step
 from data.mixing import sample_mixed
 from data.replay import EpisodeReplayBuffer
 from data.returns import transform_rewards
@@ -52,12 +53,6 @@ from data.returns import transform_rewards
 EVAL_SEED_OFFSET = 10_000_000  # eval episode seeds never meet training episode seeds
 EPISODE_SEED_STRIDE = 1_000_003
 RESUME_KEYS = ("learner", "online_buffer", "counters", "rng")  # what Trainer.save writes
-
-
-def next_eval_step(env_steps: int, every: int, at: tuple[int, ...]) -> int:
-    """The first online env step after `env_steps` that the schedule evaluates at: the next
-    multiple of `every` or an earlier mark of `at` (LoopConfig.eval_at)."""
-    return min([m for m in at if m > env_steps] + [(env_steps // every + 1) * every])
 
 
 def eval_seed_base(run_seed: int) -> int:

@@ -265,7 +265,7 @@ def test_eval_schedule_adds_early_marks_to_the_period() -> None:
     """`--loop.eval-at 100 250 500` with `--loop.eval-every 1000`: after the switch the loop
     evaluates at the first episode reaching 100, 250, 500, then 1000, 2000, ...; a mark an
     episode jumped over is not repeated, and without marks the period alone decides."""
-    from calql_robot.loop import next_eval_step
+    from calql_robot.schedule import next_eval_step
 
     at = (500, 100, 250)  # order as typed does not matter
     nxt, marks = next_eval_step(0, 1000, at), []
@@ -276,3 +276,18 @@ def test_eval_schedule_adds_early_marks_to_the_period() -> None:
     assert marks == [120, 260, 600, 1010, 2003]
     assert [next_eval_step(s, 500, ()) for s in (0, 499, 500, 1203)] == [500, 500, 1000, 1500]
     assert next_eval_step(0, 1000, (1000,)) == 1000 and nxt == 3000
+
+
+def test_the_analysis_reads_back_the_mark_the_loop_evaluated_at() -> None:
+    """`last_eval_mark` (analysis) inverts `next_eval_step` (loop): an evaluation logged at any
+    step between a mark and the next one is traced to that mark, and a mark maps to itself."""
+    from calql_robot.schedule import last_eval_mark, next_eval_step
+
+    for every, at in ((500, ()), (1000, (100, 250, 500)), (300, (450,))):
+        mark = 0
+        while mark < 3000:
+            nxt = next_eval_step(mark, every, at)
+            assert all(last_eval_mark(s, every, at) == mark for s in range(mark, nxt)), (every, at, mark)
+            assert last_eval_mark(nxt, every, at) == nxt
+            mark = nxt
+    assert last_eval_mark(99, 0, (100,)) == 0 and last_eval_mark(120, 0, (100,)) == 100  # eval-every 0: marks only

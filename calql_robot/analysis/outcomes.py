@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calql_robot.run.atomic import replacing
+from calql_robot.schedule import last_eval_mark
 from calql_robot.run.runlog import SUMMARY_FILE, read_metrics
 
 
@@ -58,7 +59,7 @@ def dip(evals: list[tuple[int, float]], switch: int, online_steps: int, early_fr
 
 
 def due_steps(evals: list[tuple[int, float]], switch: int, loop: dict) -> list[tuple[int, float]]:
-    """Each online evaluation at the step its schedule made it due (`loop.next_eval_step`:
+    """Each online evaluation at the step its schedule made it due (`schedule.last_eval_mark`:
     the last multiple of `eval_every` or mark of `eval_at` it had reached), for the dip's
     window: an evaluation waits for the running episode to end, so one due at +500 lands
     at +510 or so, and a window of the first 500 online env steps must still count it."""
@@ -66,8 +67,7 @@ def due_steps(evals: list[tuple[int, float]], switch: int, loop: dict) -> list[t
     out = []
     for step, success in evals:
         offset = step - switch
-        marks = [m for m in at if m <= offset] + ([offset // every * every] if every > 0 else [])
-        mark = max(marks, default=0)
+        mark = last_eval_mark(offset, every, at)
         out.append((switch + mark if offset > 0 and mark > 0 else step, success))
     return out
 
