@@ -50,7 +50,8 @@ def np_greedy(critics, s, arm) -> np.ndarray:
     return np.where(np_min_q(critics, s, arm, 1.0) > np_min_q(critics, s, arm, -1.0), 1.0, -1.0)
 
 
-def reference(learner, batch: dict, seed: int, weight: float, td3bc_alpha: float | None = None) -> dict[str, float]:
+def reference(learner, batch: dict, seed: int, weight: float, td3bc_alpha: float | None = None,
+              bc_rows: int | None = None) -> dict[str, float]:
     cfg, n, k = learner.cfg, learner.cfg.cql_n_actions, learner.cfg.backup_k
     torch.manual_seed(seed)
     draws = {"new": torch.randn(B, ARM), "cur": torch.randn(n, B, ARM), "nxt": torch.randn(n, B, ARM),
@@ -68,7 +69,8 @@ def reference(learner, batch: dict, seed: int, weight: float, td3bc_alpha: float
     q_new = np.maximum(np_min_q(critics, s, arm_new, -1.0), np_min_q(critics, s, arm_new, 1.0))
     actor = np.mean(alpha * logp_new - q_new)
     if td3bc_alpha is not None:  # TD3+BC: (alpha / mean|Q|) * policy loss + MSE
-        actor = td3bc_alpha / np.mean(np.abs(q_new)) * actor + np.mean((mean_act - a[:, :ARM]) ** 2)
+        rows = slice(None) if bc_rows is None else slice(0, bc_rows)  # `--learner.bc-rows offline`
+        actor = td3bc_alpha / np.mean(np.abs(q_new)) * actor + np.mean((mean_act[rows] - a[rows, :ARM]) ** 2)
     out["actor"] = float(actor)
     out["alpha"] = float(-learner.log_alpha.item() * np.mean(logp_new - ARM))
 
@@ -132,6 +134,30 @@ def test_discrete_gripper_losses_match_numpy(case: str) -> None:
         want, got = reference(learner, low, 321, weight=2.0), torch_losses(learner, low, 321)
     for name in ("actor", "alpha", "critic"):
         assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-5), name
+
+
+def test_bc_on_the_offline_rows_imitates_only_them() -> None:
+    """`--learner.bc-rows offline`: TD3+BC's MSE over the batch's first `n_offline` rows (the
+    dataset's, `data/mixing.py`), every other term unchanged, against NumPy; with every row
+    offline it is the all-rows loss, and a batch without offline rows imitates nothing."""
+    batch = dict(gripper_batch(), mc_returns=np.linspace(-0.5, 0.5, B).astype(np.float32), n_offline=4)
+    learner = discrete_learner(td3bc_alpha=2.5, bc_rows="offline")
+    got = torch_losses(learner, batch, seed=321)
+    want = reference(learner, batch, 321, weight=2.0, td3bc_alpha=2.5, bc_rows=4)
+    for name in ("actor", "alpha", "critic"):
+        assert got[name] == pytest.approx(want[name], rel=1e-4, abs=1e-5), name
+    everything = reference(learner, batch, 321, weight=2.0, td3bc_alpha=2.5)
+    assert abs(everything["actor"] - want["actor"]) > 1e-3  # the restriction matters on this batch
+    assert torch_losses(learner, dict(batch, n_offline=B), 321)["actor"] == pytest.approx(everything["actor"], rel=1e-5)
+    data_arm = np.clip(batch["actions"][:4, :ARM].astype(np.float64), -1, 1)
+    q_term = want["actor"] - np.mean((_mean_arm(learner, batch)[:4] - data_arm) ** 2)
+    assert torch_losses(learner, dict(batch, n_offline=0), 321)["actor"] == pytest.approx(q_term, rel=1e-4, abs=1e-5)
+
+
+def _mean_arm(learner, batch: dict) -> np.ndarray:
+    """The actor's deterministic arm action tanh(mu(s)) on the batch, in NumPy."""
+    obs = torch.as_tensor(batch["observations"])
+    return learner.actor(obs).deterministic().detach().double().numpy()
 
 
 def gripper_preferring_learner(prefer: float):

@@ -115,6 +115,15 @@ class CalQLConfig:
     encoder loss) during fine-tuning; False drops both at the switch. With
     `cql_weight_online 0` and no bound online the fine-tuning update is then exactly SAC's
     (`--algo cql-sac` and `--algo wsrl-calql` set all three; tests/test_sac.py pins it)."""
+    bc_rows: Literal["all", "offline"] = "all"
+    """Which rows of a batch the behaviour-cloning terms (`td3bc_alpha`'s MSE, the encoder
+    BC) imitate: 'all', or 'offline', the dataset's rows alone (`data/mixing.py` puts the
+    batch's `n_offline` offline rows first; a batch without the key is all offline). Online
+    the batch also holds the policy's own actions, most of them from failed episodes on the
+    pixel task; with 'offline' they train the critic and the actor's Q term but are not
+    imitated, so a lower mixing ratio does not dilute the anchor to the data. The mean is
+    over the offline rows (0 when a batch has none). Not part of Cal-QL or TD3+BC (TD3+BC
+    is offline, where both choices are the same)."""
     action_clip: float = 0.99999
     """Dataset actions are clipped to +-action_clip so their log-probs stay finite (the
     batch checks test its edge)."""
@@ -155,6 +164,8 @@ class CalQLConfig:
             raise ConfigError(f"{flag('td3bc_alpha', 'learner')} must be > 0 (or None for Cal-QL's own actor "
                               f"loss), got {self.td3bc_alpha!r}")
         self._validate_reference()
+        if self.bc_rows not in ("all", "offline"):
+            raise ConfigError(f"{flag('bc_rows', 'learner')} must be all or offline, got {self.bc_rows!r}")
         if self.cql_clip_min > self.cql_clip_max:
             raise ConfigError(f"{flag('cql_clip_min', 'learner')} {self.cql_clip_min} > "
                               f"{flag('cql_clip_max', 'learner')} {self.cql_clip_max}")
@@ -296,7 +307,10 @@ def td3bc_policy_loss(log_pi: torch.Tensor, q_new: torch.Tensor, alpha: torch.Te
 
 
 def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`mean((pred - target)^2)` over batch and action dims."""
+    """`mean((pred - target)^2)` over batch and action dims (0 over no rows: a BC term
+    restricted to a batch's offline rows, `bc_rows`, when it has none)."""
+    if pred.shape[0] == 0:
+        return pred.sum() * 0.0
     return (pred - target).pow(2).mean()
 
 
@@ -468,10 +482,19 @@ def policy_values(critic: CriticEnsemble, features: torch.Tensor, arm: torch.Ten
     return gripper.greedy_values(critic(features, gripper.both_grippers(arm), detach_params=detach_params))
 
 
-def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings
+def bc_row_count(batch: dict, cfg: CalQLConfig) -> int | None:
+    """How many leading rows the BC terms imitate: the batch's `n_offline` with
+    `bc_rows='offline'` (all rows when the key is absent), None (every row) otherwise."""
+    if cfg.bc_rows != "offline":
+        return None
+    return int(batch.get("n_offline", batch["actions"].shape[0]))
+
+
+def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSettings, bc_rows: int | None = None
                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], object, torch.Tensor]:
     """SPEC 1, actor and temperature: `actor` (SAC policy loss, or with td3bc_alpha set
     TD3+BC's objective on it), `alpha` (towards -|A_actor|), and with bc_encoder_weight > 0 `encoder_bc`.
+    `bc_rows`: the BC terms read the first that many rows only (`bc_row_count`; None: all).
     Returns (losses, metrics, the policy at s, the (B,) min-critic Q of its sample) - the
     policy's samples feed the CQL sets, the Q-values the calibration metrics."""
     actor_dim = nets.actor.action_dim
@@ -483,14 +506,15 @@ def actor_losses(f: Features, nets: Nets, cfg: CalQLConfig, settings: UpdateSett
     data_arm = f.actions[:, :actor_dim]
     q_pi = q_new.detach().min(dim=0).values  # (B,) min-critic value of the policy's sample
     metrics = {"alpha": alpha.detach(), "log_pi": log_pi.detach().mean(), "q_pi": q_pi.mean()}
+    rows = slice(None) if bc_rows is None else slice(0, bc_rows)
     if settings.td3bc_alpha is not None:
-        actor, metrics["bc_mse"] = td3bc_policy_loss(log_pi, q_new, alpha, pi_s.deterministic(), data_arm,
-                                                     settings.td3bc_alpha)
+        actor, metrics["bc_mse"] = td3bc_policy_loss(log_pi, q_new, alpha, pi_s.deterministic()[rows],
+                                                     data_arm[rows], settings.td3bc_alpha)
     else:
         actor = policy_loss(log_pi, q_new, alpha)
     losses = {"actor": actor}
     if cfg.bc_encoder_weight > 0 and settings.encoder_bc:
-        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, f.feat, data_arm)
+        losses["encoder_bc"] = cfg.bc_encoder_weight * encoder_bc_mse(nets.actor, f.feat[rows], data_arm[rows])
     losses["alpha"] = alpha_loss(nets.log_alpha, log_pi, -float(actor_dim))
     return losses, metrics, pi_s, q_pi
 
@@ -659,7 +683,7 @@ def compute_losses(batch: dict, nets: Nets, cfg: CalQLConfig, settings: UpdateSe
     - Cal-QL bound: on the policy's own columns (g = g*), both sets, before the correction.
     """
     f = encode(batch, nets, cfg, augment)
-    losses, actor_metrics, pi_s, q_pi = actor_losses(f, nets, cfg, settings)
+    losses, actor_metrics, pi_s, q_pi = actor_losses(f, nets, cfg, settings, bc_row_count(batch, cfg))
     y, sets = backup_target(f, batch, nets, cfg, settings, pi_s)
     if sets is None:  # no CQL term in this phase (weight 0): SAC's critic loss
         critic_losses, critic_metrics = bellman_only(f, y, batch, nets)
