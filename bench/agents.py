@@ -2,6 +2,7 @@
 the state pick-and-place preset, in its offline phase and after `set_online(True)`.
 
     python bench/agents.py [--threads 2] [--seconds 4] [--preset default] [--algos calql sac ...]
+    python bench/agents.py --algos odt --set odt.embed_dim=128 odt.n_layer=3 odt.n_head=1 loop.batch_size=64
 
 Each agent is built the way `train_state.py --algo NAME` builds it (the preset with the
 name's implied settings applied, `agents/catalog.with_algo_defaults`), on the state task's
@@ -53,11 +54,34 @@ def random_windows(rng: np.random.Generator, size: int, context: int) -> dict[st
     return out
 
 
-def make_agents(preset: str, algos: list[str], device: torch.device):
+def apply_overrides(config, overrides: list[str]):
+    """`--set odt.embed_dim=128 loop.batch_size=64`: set dotted config fields, each value
+    cast to the type of the field's current value (the flags train_state.py would take as
+    `--odt.embed-dim 128 --loop.batch-size 64`)."""
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        *parents, name = path.replace("-", "_").split(".")
+        target = config
+        for part in parents:
+            target = getattr(target, part, None)
+        if not sep or target is None or not hasattr(target, name):
+            raise SystemExit(f"bench/agents.py: --set {item!r} names no config field (e.g. odt.embed_dim=128)")
+        current = getattr(target, name)
+        if isinstance(current, bool):
+            value = {"true": True, "false": False}.get(text.lower())
+            if value is None:
+                raise SystemExit(f"bench/agents.py: --set {item!r}: {path} takes true or false")
+        else:
+            value = text if current is None else type(current)(text)
+        setattr(target, name, value)
+    return config
+
+
+def make_agents(preset: str, algos: list[str], device: torch.device, overrides: list[str] = ()):
     """(name, phase) -> an agent in that phase, built as the entry point builds it."""
     agents = {}
     for algo in algos:
-        config = with_algo_defaults(PRESETS[preset](), algo)
+        config = apply_overrides(with_algo_defaults(PRESETS[preset](), algo), list(overrides))
         for online in (False, True):
             torch.manual_seed(0)
             agent = build_agent(config, AgentSpec(OBS_DIM, ACTION_DIM, config.reward.discount, device=device,
@@ -95,13 +119,15 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", choices=sorted(AGENTS), default=list(AGENTS),
                         help="the --algo names to time (default: all)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="config overrides for every agent, e.g. odt.embed_dim=128 loop.batch_size=64")
     args = parser.parse_args()
     if args.threads < 1 or args.seconds <= 0:
         parser.error(f"--threads must be >= 1 and --seconds > 0, got {args.threads} and {args.seconds}")
     tune_malloc()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    agents, batch_size = make_agents(args.preset, args.algos, device)
+    agents, batch_size = make_agents(args.preset, args.algos, device, args.set)
     rng = np.random.default_rng(0)
     batches = {1: [batch_to_torch(random_batch(rng, batch_size), device) for _ in range(4)]}
     for context in sorted({context_length(agent) for agent in agents.values()} - {1}):
@@ -115,7 +141,7 @@ def main() -> None:
         off, on = measured.get((algo, "offline")), measured.get((algo, "online"))
         table[algo] = {"offline": round(off, 2), "online": None if on is None else round(on, 2)}
         print(f"  {algo:<12} offline {off:8.2f} updates/s   online " + ("       -" if on is None else f"{on:8.2f}"))
-    print(json.dumps({"updates_per_s": table, "batch_size": batch_size, "preset": args.preset,
+    print(json.dumps({"updates_per_s": table, "batch_size": batch_size, "preset": args.preset, "overrides": args.set,
                       "threads": args.threads, "loadavg_1min": round(os.getloadavg()[0], 2), **hw}))
 
 
