@@ -69,7 +69,7 @@ def reference(learner, batch: dict, seed: int, weight: float, td3bc_alpha: float
     q_new = np.maximum(np_min_q(critics, s, arm_new, -1.0), np_min_q(critics, s, arm_new, 1.0))
     actor = np.mean(alpha * logp_new - q_new)
     if td3bc_alpha is not None:  # TD3+BC: (alpha / mean|Q|) * policy loss + MSE
-        rows = slice(None) if bc_rows is None else slice(0, bc_rows)  # `--learner.bc-rows offline`
+        rows = slice(None) if bc_rows is None else slice(0, bc_rows)  # `--learner.bc-offline-only`
         actor = td3bc_alpha / np.mean(np.abs(q_new)) * actor + np.mean((mean_act[rows] - a[rows, :ARM]) ** 2)
     out["actor"] = float(actor)
     out["alpha"] = float(-learner.log_alpha.item() * np.mean(logp_new - ARM))
@@ -137,11 +137,11 @@ def test_discrete_gripper_losses_match_numpy(case: str) -> None:
 
 
 def test_bc_on_the_offline_rows_imitates_only_them() -> None:
-    """`--learner.bc-rows offline`: TD3+BC's MSE over the batch's first `n_offline` rows (the
+    """`--learner.bc-offline-only`: TD3+BC's MSE over the batch's first `n_offline` rows (the
     dataset's, `data/mixing.py`), every other term unchanged, against NumPy; with every row
     offline it is the all-rows loss, and a batch without offline rows imitates nothing."""
     batch = dict(gripper_batch(), mc_returns=np.linspace(-0.5, 0.5, B).astype(np.float32), n_offline=4)
-    learner = discrete_learner(td3bc_alpha=2.5, bc_rows="offline")
+    learner = discrete_learner(td3bc_alpha=2.5, bc_offline_only=True)
     got = torch_losses(learner, batch, seed=321)
     want = reference(learner, batch, 321, weight=2.0, td3bc_alpha=2.5, bc_rows=4)
     for name in ("actor", "alpha", "critic"):

@@ -176,7 +176,7 @@ def test_non_finite_loss_stops_before_any_parameter_changes() -> None:
         assert torch.equal(old, new)
 
 
-@pytest.mark.parametrize("field,value", [("tau", 0.0), ("cql_n_actions", 0), ("bc_rows", "online")])
+@pytest.mark.parametrize("field,value", [("tau", 0.0), ("cql_n_actions", 0)])
 def test_bad_config_is_rejected_by_name(field: str, value) -> None:
     with pytest.raises(ValueError, match=f"--learner.{field.replace('_', '-')}"):  # the flag as typed
         CalQLLearner(CalQLConfig(**{field: value}), AgentSpec(OBS, ACT))
@@ -253,11 +253,11 @@ def test_encoder_bc_gradient_on_the_encoder() -> None:
 
 
 def test_encoder_bc_on_the_offline_rows_reads_only_them() -> None:
-    """With `--learner.bc-rows offline` the encoder BC is the weighted MSE over the batch's
+    """With `--learner.bc-offline-only` the encoder BC is the weighted MSE over the batch's
     first `n_offline` rows, and its encoder gradient comes from those rows alone."""
     rows = 3
     batch = dict(batch_to_torch(make_batch(), "cpu"), n_offline=rows)
-    learner = learner_with_encoder(td3bc_alpha=0.4, bc_encoder_weight=50.0, bc_rows="offline")
+    learner = learner_with_encoder(td3bc_alpha=0.4, bc_encoder_weight=50.0, bc_offline_only=True)
     losses, _ = compute_losses(batch, learner.nets(), learner.cfg, learner.settings())
     mean = learner.actor(learner.encoder(batch["observations"][:rows])).deterministic()
     data = batch["actions"][:rows].clamp(-learner.cfg.action_clip, learner.cfg.action_clip)
