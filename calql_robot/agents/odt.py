@@ -3,6 +3,13 @@ network, pure losses and learner (`--algo odt`, flags `--odt.*`). A baseline of 
 paper's Table 1; its Appendix E.5 ran the authors' code (facebookresearch/online-dt) with
 their AntMaze settings, which are this module's defaults.
 
+On a CPU: one update at the authors' size takes ~14 s on the project's 2-core machine
+(BENCHMARKS.md). RESULTS.md (session 14) ran the state task at the original Decision
+Transformer's Gym size (`--odt.embed-dim 128 --odt.n-layer 3 --odt.n-head 1 --loop.batch-size
+64 --odt.warmup-steps 400`, ~0.3 s per update at one thread): no episode succeeded in 7,000
+updates, the policy still far from the data's actions (arm MSE 0.12 against behaviour
+cloning's 0.05).
+
 Where each setting comes from: the repository's `main.py` defaults (K 20, evaluation context
 5, embedding 512, 4 layers, 4 heads, dropout 0.1, LAMB lr 1e-4, weight decay 5e-4, warm-up
 10^4, alpha_0 0.1, batch 256, 300 updates per online trajectory) and its AntMaze branch
