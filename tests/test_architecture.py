@@ -23,6 +23,7 @@ PACKAGES = ("calql_robot", "sim", "data", "encoders")
 
 FLOORS: dict[str, int] = {
     "calql_robot.errors": 1, "calql_robot.perf": 1, "calql_robot.precision": 1, "calql_robot.config": 1, "calql_robot.networks": 1,
+    "calql_robot.schedule": 1,
     "calql_robot.run": 2, "calql_robot.agents": 2,
     "calql_robot.rollouts": 3, "calql_robot.analysis": 3, "calql_robot.domains": 3,
     "calql_robot.loop": 4, "calql_robot.dataset_info": 4,
