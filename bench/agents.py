@@ -2,10 +2,12 @@
 the state pick-and-place preset, in its offline phase and after `set_online(True)`.
 
     python bench/agents.py [--threads 2] [--seconds 4] [--preset default] [--algos calql sac ...]
-    python bench/agents.py --algos odt --set odt.embed_dim=128 odt.n_layer=3 odt.n_head=1 loop.batch_size=64
+    python bench/agents.py --algos odt -- --odt.embed-dim 128 --odt.n-layer 3 --odt.n-head 1 --loop.batch-size 64
 
-Each agent is built the way `train_state.py --algo NAME` builds it (the preset with the
-name's implied settings applied, `agents/catalog.with_algo_defaults`), on the state task's
+Each agent's config comes from train_state.py's own parser (`cli.parse_state_cli` of
+`--preset P --algo NAME` and the flags after `--`, which go to every agent unchanged, as in
+`sweep.py` and `bench/learning.py`): the preset with the name's implied settings applied
+(`agents/catalog.with_algo_defaults`) and its reward. Agents are built on the state task's
 sizes (observation 29, action 7) and batch; the batches are random (speed does not depend
 on the values). The agents take turns in ~1 s windows (a drifting shared machine slows
 them alike) and each rate is the median of its windows. An agent that does not learn
@@ -27,8 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.hardware import machine  # noqa: E402
 from calql_robot.agents.base import AgentSpec, batch_to_torch, context_length  # noqa: E402
-from calql_robot.agents.catalog import AGENTS, build_agent, with_algo_defaults  # noqa: E402
+from calql_robot.agents.catalog import AGENTS, build_agent  # noqa: E402
+from calql_robot.cli import parse_state_cli  # noqa: E402
 from calql_robot.domains.pickplace_state import PRESETS  # noqa: E402
+from calql_robot.errors import cli_main  # noqa: E402
 from calql_robot.perf import tune_malloc  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 29, 7
@@ -54,34 +58,16 @@ def random_windows(rng: np.random.Generator, size: int, context: int) -> dict[st
     return out
 
 
-def apply_overrides(config, overrides: list[str]):
-    """`--set odt.embed_dim=128 loop.batch_size=64`: set dotted config fields, each value
-    cast to the type of the field's current value (the flags train_state.py would take as
-    `--odt.embed-dim 128 --loop.batch-size 64`)."""
-    for item in overrides:
-        path, sep, text = item.partition("=")
-        *parents, name = path.replace("-", "_").split(".")
-        target = config
-        for part in parents:
-            target = getattr(target, part, None)
-        if not sep or target is None or not hasattr(target, name):
-            raise SystemExit(f"bench/agents.py: --set {item!r} names no config field (e.g. odt.embed_dim=128)")
-        current = getattr(target, name)
-        if isinstance(current, bool):
-            value = {"true": True, "false": False}.get(text.lower())
-            if value is None:
-                raise SystemExit(f"bench/agents.py: --set {item!r}: {path} takes true or false")
-        else:
-            value = text if current is None else type(current)(text)
-        setattr(target, name, value)
-    return config
+def agent_config(preset: str, algo: str, flags: list[str]):
+    """The config `train_state.py --preset PRESET --algo ALGO FLAGS...` would run with."""
+    return parse_state_cli(["--preset", preset, "--algo", algo, *flags])
 
 
-def make_agents(preset: str, algos: list[str], device: torch.device, overrides: list[str] = ()):
+def make_agents(preset: str, algos: list[str], device: torch.device, flags: list[str] = ()):
     """(name, phase) -> an agent in that phase, built as the entry point builds it."""
     agents = {}
     for algo in algos:
-        config = apply_overrides(with_algo_defaults(PRESETS[preset](), algo), list(overrides))
+        config = agent_config(preset, algo, list(flags))
         for online in (False, True):
             torch.manual_seed(0)
             agent = build_agent(config, AgentSpec(OBS_DIM, ACTION_DIM, config.reward.discount, device=device,
@@ -111,23 +97,26 @@ def rates(agents: dict, batches: dict[int, list[dict]], seconds: float) -> dict:
     return {key: float(np.median(w)) for key, w in windows.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str]) -> None:
+    flags: list[str] = []
+    if "--" in argv:  # train_state.py's flags, for every agent
+        i = argv.index("--")
+        argv, flags = argv[:i], argv[i + 1:]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Flags after -- go to every agent's config as train_state.py reads them.")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seconds", type=float, default=4.0, help="timing budget per agent and phase")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="train_state.py's --preset")
     parser.add_argument("--algos", nargs="+", choices=sorted(AGENTS), default=list(AGENTS),
                         help="the --algo names to time (default: all)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
-                        help="config overrides for every agent, e.g. odt.embed_dim=128 loop.batch_size=64")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads < 1 or args.seconds <= 0:
         parser.error(f"--threads must be >= 1 and --seconds > 0, got {args.threads} and {args.seconds}")
     tune_malloc()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    agents, batch_size = make_agents(args.preset, args.algos, device, args.set)
+    agents, batch_size = make_agents(args.preset, args.algos, device, flags)
     rng = np.random.default_rng(0)
     batches = {1: [batch_to_torch(random_batch(rng, batch_size), device) for _ in range(4)]}
     for context in sorted({context_length(agent) for agent in agents.values()} - {1}):
@@ -141,9 +130,9 @@ def main() -> None:
         off, on = measured.get((algo, "offline")), measured.get((algo, "online"))
         table[algo] = {"offline": round(off, 2), "online": None if on is None else round(on, 2)}
         print(f"  {algo:<12} offline {off:8.2f} updates/s   online " + ("       -" if on is None else f"{on:8.2f}"))
-    print(json.dumps({"updates_per_s": table, "batch_size": batch_size, "preset": args.preset, "overrides": args.set,
+    print(json.dumps({"updates_per_s": table, "batch_size": batch_size, "preset": args.preset, "flags": flags,
                       "threads": args.threads, "loadavg_1min": round(os.getloadavg()[0], 2), **hw}))
 
 
 if __name__ == "__main__":
-    main()
+    cli_main(main)

@@ -78,18 +78,18 @@ def test_bench_agents_times_each_algo_in_each_phase() -> None:
 
 
 def test_bench_agents_applies_config_overrides() -> None:
-    """`--set` changes the config the agents are built from (the batch it times here), records
-    the overrides in its JSON line, and names a field that does not exist."""
-    from bench.agents import apply_overrides
-    from calql_robot.domains.pickplace_state import PRESETS
+    """Flags after `--` change the config the agents are built from, as train_state.py reads
+    them (the batch it times here), are recorded in its JSON line, and a flag that does not
+    exist is named in one line."""
+    from bench.agents import agent_config
 
-    config = apply_overrides(PRESETS["default"](), ["odt.embed_dim=128", "loop.batch-size=64", "odt.dropout=0.0"])
+    config = agent_config("default", "odt", ["--odt.embed-dim", "128", "--loop.batch-size", "64", "--odt.dropout", "0.0"])
     assert (config.odt.embed_dim, config.loop.batch_size, config.odt.dropout) == (128, 64, 0.0)
     out = subprocess.run([sys.executable, "bench/agents.py", "--seconds", "0.3", "--threads", "1", "--algos", "bc",
-                          "--set", "loop.batch_size=32"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          "--", "--loop.batch-size", "32"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["batch_size"] == 32 and result["overrides"] == ["loop.batch_size=32"]
-    bad = subprocess.run([sys.executable, "bench/agents.py", "--algos", "bc", "--set", "odt.width=3"], cwd=ROOT,
+    assert result["batch_size"] == 32 and result["flags"] == ["--loop.batch-size", "32"]
+    bad = subprocess.run([sys.executable, "bench/agents.py", "--algos", "bc", "--", "--odt.width", "3"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "odt.width=3" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "--odt.width" in bad.stderr and "Traceback" not in bad.stderr

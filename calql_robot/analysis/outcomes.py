@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from calql_robot.run.atomic import replacing
-from calql_robot.schedule import last_eval_mark
 from calql_robot.run.runlog import SUMMARY_FILE, read_metrics
+from calql_robot.schedule import last_eval_mark
 
 
 @dataclass
